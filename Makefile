@@ -1,0 +1,34 @@
+# Fresh machine: `make demo` (main job on the embedded default), `make test` (the suite).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+.PHONY: install demo test test-fast bench lint clean
+
+$(BIN)/.installed: pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/cuda/*.cu)
+	$(PY) -m venv $(VENV)
+	# torch first, pinned to the CPU wheel, so nothing later can resolve a CUDA build.
+	$(BIN)/pip install -q torch==2.13.0 setuptools wheel ninja
+	$(BIN)/pip install -q --no-build-isolation -e ".[test,triton]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/golden-fast demo
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit tests/ops
+
+bench: install
+	$(BIN)/python -m pytest -q bench --benchmark-enable
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info golden_fast/_C*.so
