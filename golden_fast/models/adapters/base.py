@@ -1,0 +1,140 @@
+"""The architecture adapter contract: where a family keeps its layers, its MLP
+down-projection, norms and head, with GPT-2's transposed Conv1D hidden behind it.
+
+Every algorithm talks to a model only through an adapter, so adding a family is one
+small file in this folder and one `register` line (see `golden_fast.models.adapters`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+def _get(root: nn.Module, path: str) -> nn.Module:
+    """Resolve a dotted attribute path ("model.layers") on a module."""
+    obj = root
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class ModelAdapter:
+    """Base adapter. Subclasses set the class attributes; the methods rarely need overriding.
+
+    Shape letters follow SPEC.md: d = hidden width, m = MLP inner width (d_ff).
+    Hook sites (canonical names, TransformerLens equivalents in brackets):
+      layers.{l}.mlp.down.in   the key k, input of the down-projection   [blocks.{l}.mlp.hook_post]
+      layers.{l}.mlp.down.out  the value v = W k                          [blocks.{l}.hook_mlp_out*]
+      layers.{l}.out           the residual stream after block l          [blocks.{l}.hook_resid_post]
+    (*before any post-MLP norm: Gemma's post_feedforward_layernorm comes after.)
+    """
+
+    family: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+    layers_path: ClassVar[str] = ""
+    mlp_attr: ClassVar[str] = "mlp"
+    attn_attr: ClassVar[str] = "self_attn"
+    down_attr: ClassVar[str] = "down_proj"
+    embed_path: ClassVar[str] = ""
+    final_norm_path: ClassVar[str] = ""
+    lm_head_path: ClassVar[str] = "lm_head"
+    # True when the down-projection weight is stored (in x out), as GPT-2's Conv1D does.
+    down_transposed: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._layers = _get(model, self.layers_path)
+
+    # --- structure -------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return len(self._layers)
+
+    def block(self, layer: int) -> nn.Module:
+        return self._layers[self._check(layer)]
+
+    def mlp(self, layer: int) -> nn.Module:
+        return getattr(self.block(layer), self.mlp_attr)
+
+    def attn(self, layer: int) -> nn.Module:
+        return getattr(self.block(layer), self.attn_attr)
+
+    def down_proj(self, layer: int) -> nn.Module:
+        return getattr(self.mlp(layer), self.down_attr)
+
+    def down_weight(self, layer: int) -> torch.Tensor:
+        """The down-projection weight as (out x in) = (d, m), whatever the storage.
+
+        For a transposed storage this is a transposed *view*: writing into it writes the
+        model's parameter, so editors never need to know about Conv1D.
+        """
+        w = self.down_proj(layer).weight
+        return w.T if self.down_transposed else w
+
+    def down_bias(self, layer: int) -> torch.Tensor | None:
+        return getattr(self.down_proj(layer), "bias", None)
+
+    @property
+    def d_model(self) -> int:
+        return self.down_weight(0).shape[0]
+
+    @property
+    def d_ff(self) -> int:
+        return self.down_weight(0).shape[1]
+
+    def embeddings(self) -> nn.Module:
+        return _get(self.model, self.embed_path)
+
+    def final_norm(self) -> nn.Module:
+        return _get(self.model, self.final_norm_path)
+
+    def lm_head(self) -> nn.Module:
+        return _get(self.model, self.lm_head_path)
+
+    def residual_output(self, layer: int) -> nn.Module:
+        """The module whose output (first element if a tuple) is the residual after `layer`."""
+        return self.block(layer)
+
+    def site(self, name: str) -> tuple[nn.Module, str]:
+        """Map a canonical hook-site name to (module, "in" | "out")."""
+        parts = name.split(".")
+        if len(parts) < 3 or parts[0] != "layers" or not parts[1].lstrip("-").isdigit():
+            raise ValueError(f"unknown hook site {name!r}; expected e.g. 'layers.3.mlp.down.in'")
+        layer, rest = int(parts[1]), ".".join(parts[2:])
+        table = {
+            "mlp.down.in": (self.down_proj, "in"),
+            "mlp.down.out": (self.down_proj, "out"),
+            "mlp.out": (self.mlp, "out"),
+            "attn.out": (self.attn, "out"),
+            "out": (self.residual_output, "out"),
+        }
+        if rest not in table:
+            raise ValueError(f"unknown hook site {name!r}; known suffixes: {sorted(table)}")
+        getter, where = table[rest]
+        return getter(layer), where
+
+    def describe(self) -> dict:
+        """A summary for `golden-fast models info` and reports."""
+        w = self.down_weight(0)
+        return {
+            "family": self.family,
+            "class": type(self.model).__name__,
+            "n_layers": self.n_layers,
+            "d_model": self.d_model,
+            "d_ff": self.d_ff,
+            "down_proj": f"{self.layers_path}.{{l}}.{self.mlp_attr}.{self.down_attr}",
+            "down_weight_shape_out_x_in": tuple(w.shape),
+            "down_storage": "transposed (Conv1D, in x out)" if self.down_transposed else "Linear (out x in)",
+            "dtype": str(w.dtype).replace("torch.", ""),
+            "n_params": sum(p.numel() for p in self.model.parameters()),
+        }
+
+    def _check(self, layer: int) -> int:
+        if not isinstance(layer, int) or isinstance(layer, bool):
+            raise TypeError(f"layer must be an int, got {type(layer).__name__}")
+        if not 0 <= layer < len(self._layers):
+            raise IndexError(f"layer {layer} out of range: {self.family} model has {len(self._layers)} layers")
+        return layer
