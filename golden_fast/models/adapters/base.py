@@ -41,6 +41,8 @@ class ModelAdapter:
     embed_path: ClassVar[str] = ""
     final_norm_path: ClassVar[str] = ""
     lm_head_path: ClassVar[str] = "lm_head"
+    # the decoder stack without the head: its output is the final-normed hidden state
+    body_path: ClassVar[str] = "model"
     # True when the down-projection weight is stored (in x out), as GPT-2's Conv1D does.
     down_transposed: ClassVar[bool] = False
 
@@ -93,6 +95,17 @@ class ModelAdapter:
 
     def lm_head(self) -> nn.Module:
         return _get(self.model, self.lm_head_path)
+
+    def body(self) -> nn.Module:
+        """The model without its head: body(**inputs).last_hidden_state is what lm_head reads.
+        Scoring runs the body and reads only the target columns of the head (never full logits)."""
+        return _get(self.model, self.body_path)
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """Gemma-2 caps logits as cap * tanh(z / cap); None for families that don't."""
+        cfg = getattr(self.model, "config", None)
+        return getattr(cfg, "final_logit_softcapping", None)
 
     def residual_output(self, layer: int) -> nn.Module:
         """The module whose output (first element if a tuple) is the residual after `layer`."""

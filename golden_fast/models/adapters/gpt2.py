@@ -12,5 +12,6 @@ class GPT2Adapter(ModelAdapter):
     attn_attr = "attn"
     down_attr = "c_proj"
     embed_path = "transformer.wte"
+    body_path = "transformer"
     final_norm_path = "transformer.ln_f"
     down_transposed = True

@@ -12,5 +12,6 @@ class GPTNeoXAdapter(ModelAdapter):
     attn_attr = "attention"
     down_attr = "dense_4h_to_h"
     embed_path = "gpt_neox.embed_in"
+    body_path = "gpt_neox"
     final_norm_path = "gpt_neox.final_layer_norm"
     lm_head_path = "embed_out"

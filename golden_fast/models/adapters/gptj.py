@@ -12,4 +12,5 @@ class GPTJAdapter(ModelAdapter):
     attn_attr = "attn"
     down_attr = "fc_out"
     embed_path = "transformer.wte"
+    body_path = "transformer"
     final_norm_path = "transformer.ln_f"
