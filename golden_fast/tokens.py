@@ -126,9 +126,11 @@ def target_span(tokenizer, prompt_text: str, target: str, add_special_tokens: bo
         special = _special_mask(tokenizer, ids)
         first = None
         for i, (a, b) in enumerate(offsets):
-            if special[i] or b <= a:
+            if special[i]:
                 continue
-            if b > border:
+            # b > border: the token covers target text; a == b >= border: a lone space token
+            # whose offsets were trimmed to nothing (byte-level BPE), still the target's.
+            if b > border or (a == b and a >= border):
                 first = i
                 break
         # trailing special tokens (an EOS some tokenizers append) are not target tokens
