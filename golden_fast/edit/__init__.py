@@ -1,0 +1,77 @@
+"""Knowledge editing: ROME, R-ROME, MEMIT, EMMET behind one `Editor`, every update recorded in an
+`EditJournal` that can be saved, replayed on a fresh model (`apply_journal`) and reverted bitwise.
+
+    from golden_fast.edit import Editor
+    ed = Editor(model, tok, "r-rome", layers=5)
+    result = ed.edit(requests, mode="sequential")   # or mode="batch": see Editor.edit
+    result.journal.save("edits/run1")
+    ed.revert()
+
+The journal and the Editor are imported eagerly (they are light); the methods' modules (base,
+config, rome, memit, ...) only when one of their names is asked for, so `import golden_fast.edit`
+works, and stays cheap, whatever of them is present.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from golden_fast.edit.editor import METHODS, EditError, Editor, EditResult, MethodFn
+from golden_fast.edit.journal import (
+    EditJournal,
+    JournalEntry,
+    JournalMismatchError,
+    LayerRecord,
+    apply_journal,
+    weight_sha256,
+)
+
+# name -> module of the editing mathematics, resolved on first access (see __getattr__)
+_LAZY = {
+    "ApplyFn": "golden_fast.edit.base",
+    "RequestTrace": "golden_fast.edit.base",
+    "run_method": "golden_fast.edit.base",
+    "default_hparams": "golden_fast.edit.base",
+    "ROMEConfig": "golden_fast.edit.config",
+    "RROMEConfig": "golden_fast.edit.config",
+    "MEMITConfig": "golden_fast.edit.config",
+    "EMMETConfig": "golden_fast.edit.config",
+    "CONFIGS": "golden_fast.edit.config",
+    "load_hparams": "golden_fast.edit.config",
+    "make_config": "golden_fast.edit.config",
+}
+
+__all__ = [
+    "CONFIGS",
+    "EMMETConfig",
+    "METHODS",
+    "MEMITConfig",
+    "ROMEConfig",
+    "RROMEConfig",
+    "ApplyFn",
+    "EditError",
+    "EditJournal",
+    "EditResult",
+    "Editor",
+    "JournalEntry",
+    "JournalMismatchError",
+    "LayerRecord",
+    "MethodFn",
+    "RequestTrace",
+    "apply_journal",
+    "default_hparams",
+    "load_hparams",
+    "make_config",
+    "run_method",
+    "weight_sha256",
+]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'golden_fast.edit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
