@@ -1,0 +1,201 @@
+"""Batched teacher-forced scoring of target tokens: the one primitive every metric uses.
+
+`score_spans(model, tokenizer, spans)` scores many (prompt, target) token sequences:
+for each target token, its log-probability and the model's argmax at the position that
+predicts it. Sequences of different lengths share a forward pass (left padding with
+explicit position ids, which every family needs: several derive positions from the
+cache position otherwise), and only the hidden states at target-predicting positions
+reach the head, through `token_logprobs` (vocabulary chunks, no [B, T, V] logits).
+
+Conventions (SPEC §1): a target is scored as ``prompt + " " + target`` tokenised jointly
+(`golden_fast.tokens.target_span`); the logit predicting ids[j] sits at position j - 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from golden_fast.models import get_adapter
+from golden_fast.ops.token_logprobs import token_logprobs
+from golden_fast.tokens import TargetSpan, encode_batch, target_span
+
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_MAX_TOKENS", "SpanTable", "TargetScore", "as_span", "score_spans"]
+
+# Rows per forward pass, and a cap on padded tokens (rows x longest row) so that a few
+# very long prompts do not make a batch explode; both are options of every caller.
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_MAX_TOKENS = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetScore:
+    """Teacher-forced scores of one target: one entry per target token.
+
+    `logprobs[i]` = log p(target_ids[i] | everything before it); `argmax[i]` = the
+    model's top token at the same position.
+    """
+
+    target_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    argmax: tuple[int, ...]
+
+    @property
+    def correct(self) -> tuple[bool, ...]:
+        return tuple(a == t for a, t in zip(self.argmax, self.target_ids))
+
+    @property
+    def accuracy(self) -> float:
+        """Token accuracy: share of target tokens equal to the argmax (EasyEdit's acc)."""
+        return sum(self.correct) / len(self.target_ids)
+
+    @property
+    def nll(self) -> float:
+        """Mean per-token negative log-likelihood (ROME's CounterFact comparison)."""
+        return -sum(self.logprobs) / len(self.logprobs)
+
+    @property
+    def prob(self) -> float:
+        """exp(-nll): the geometric-mean per-token probability (ROME's magnitudes)."""
+        return math.exp(-self.nll)
+
+
+def as_span(item: TargetSpan | tuple[Sequence[int], Sequence[int]]) -> TargetSpan:
+    """A TargetSpan from a TargetSpan or a (prompt_ids, target_ids) pair."""
+    if isinstance(item, TargetSpan):
+        span = item
+    else:
+        prompt_ids, target_ids = item
+        span = TargetSpan(
+            list(prompt_ids) + list(target_ids), len(prompt_ids), len(prompt_ids) + len(target_ids)
+        )
+    if span.start < 1 or span.end <= span.start or span.end > len(span.ids):
+        raise ValueError(
+            f"bad span: need 1 <= start < end <= len(ids), got start={span.start}, end={span.end}, "
+            f"len={len(span.ids)} (a target needs at least one token before it)"
+        )
+    return span
+
+
+def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: int) -> Iterable[list[int]]:
+    """Consecutive groups of `order` (sorted by length, longest first) under both caps."""
+    batch: list[int] = []
+    longest = 0
+    for i in order:
+        width = max(longest, lengths[i])
+        if batch and (len(batch) + 1 > batch_size or (len(batch) + 1) * width > max_tokens):
+            yield batch
+            batch, width = [], lengths[i]
+        batch.append(i)
+        longest = width
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def score_spans(
+    model: torch.nn.Module,
+    tokenizer,
+    spans: Sequence[TargetSpan | tuple[Sequence[int], Sequence[int]]],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    chunk_size: int | None = None,
+    backend: str | None = None,
+) -> list[TargetScore]:
+    """Score target tokens of many sequences, batched; result i belongs to spans[i].
+
+    Args:
+        model: a causal LM that `get_adapter` knows.
+        tokenizer: supplies the pad id only (the spans are already tokenised).
+        spans: `TargetSpan`s (target = ids[start:end]) or (prompt_ids, target_ids) pairs.
+        batch_size: most rows per forward pass.
+        max_tokens: most padded tokens per forward pass (rows x longest row); a single
+            longer row still runs alone.
+        chunk_size: vocabulary chunk of `token_logprobs` (None: its default).
+        backend: `token_logprobs` backend (None: the dispatcher's choice).
+
+    Identical spans are scored once. Rows are sorted by length so padding stays small.
+    """
+    if batch_size < 1 or max_tokens < 1:
+        raise ValueError(f"batch_size and max_tokens must be positive, got {batch_size}, {max_tokens}")
+    spans = [as_span(s) for s in spans]
+    unique: dict[tuple, int] = {}
+    owner = [unique.setdefault((tuple(s.ids), s.start, s.end), len(unique)) for s in spans]
+    uspans = [None] * len(unique)
+    for key, u in unique.items():
+        uspans[u] = TargetSpan(list(key[0]), key[1], key[2])
+    lengths = [len(s.ids) for s in uspans]
+    # longest first: the first batch shows the peak memory at once, not at the end of a run
+    order = sorted(range(len(uspans)), key=lambda i: -lengths[i])
+
+    adapter = get_adapter(model)
+    body, head = adapter.body(), adapter.lm_head()
+    weight, bias = head.weight, getattr(head, "bias", None)
+    device = weight.device
+    results: list[TargetScore | None] = [None] * len(uspans)
+    for group in _batches(order, lengths, batch_size, max_tokens):
+        batch = encode_batch(tokenizer, [uspans[i].ids for i in group]).to(device)
+        hidden = body(**batch.model_inputs(), use_cache=False).last_hidden_state  # (B, T, d)
+        rows, cols, targets = [], [], []
+        for b, i in enumerate(group):
+            s, off = uspans[i], batch.offsets[b]
+            for j in range(s.start, s.end):
+                rows.append(b)
+                cols.append(off + j - 1)  # the logit predicting ids[j]
+                targets.append(s.ids[j])
+        rows_t = torch.tensor(rows, device=device)
+        cols_t = torch.tensor(cols, device=device)
+        tgt = torch.tensor(targets, dtype=torch.long, device=device)
+        h = hidden[rows_t, cols_t]  # (N, d): only the positions that predict a target token
+        kwargs = {} if backend is None else {"backend": backend}
+        logprob, argmax = token_logprobs(
+            h, weight, tgt, bias=bias, softcap=adapter.logit_softcap, chunk_size=chunk_size, **kwargs
+        )
+        logprob, argmax = logprob.tolist(), argmax.tolist()
+        k = 0
+        for i in group:
+            n = uspans[i].end - uspans[i].start
+            results[i] = TargetScore(
+                tuple(targets[k : k + n]), tuple(logprob[k : k + n]), tuple(argmax[k : k + n])
+            )
+            k += n
+    return [results[u] for u in owner]
+
+
+class SpanTable:
+    """Collects (prompt text, target) pairs, tokenises each once, scores them all in one
+    batched run, then answers lookups. Suites register what they need first, so a
+    prompt+target shared by several metrics (rewrite accuracy and efficacy, locality and
+    neighbourhood) costs one scored row."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._spans: dict[tuple[str, str], TargetSpan] = {}
+        self._scores: dict[tuple[str, str], TargetScore] = {}
+
+    def add(self, prompt_text: str, target: str) -> tuple[str, str]:
+        key = (prompt_text, target.strip())
+        if key not in self._spans:
+            self._spans[key] = target_span(self.tokenizer, prompt_text, target)
+        return key
+
+    def span(self, prompt_text: str, target: str) -> TargetSpan:
+        return self._spans[(prompt_text, target.strip())]
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def run(self, model: torch.nn.Module, **kwargs) -> None:
+        """Score every registered pair not scored yet (kwargs go to `score_spans`)."""
+        todo = [k for k in self._spans if k not in self._scores]
+        if todo:
+            scores = score_spans(model, self.tokenizer, [self._spans[k] for k in todo], **kwargs)
+            self._scores.update(zip(todo, scores))
+
+    def __getitem__(self, key: tuple[str, str]) -> TargetScore:
+        prompt_text, target = key
+        return self._scores[(prompt_text, target.strip())]
