@@ -181,6 +181,7 @@ class Editor:
                 raise ValueError(f"layer {layer} out of range: the model has {self.adapter.n_layers} layers")
         #: every edit() result, oldest first (Editor.revert undoes them newest first)
         self.results: list[EditResult] = []
+        self._moments: Any = None  # built on first use, see _stats()
 
     def __repr__(self) -> str:
         live = sum(not r.reverted for r in self.results)
@@ -299,14 +300,30 @@ class Editor:
         return out
 
     def _run(self, chunk: list, apply: Callable, progress: bool) -> list:
-        args = (self.model, self.tokenizer, chunk, self.hparams, self.stats, apply)
         if self._fn is not None:
-            out = self._fn(*args, progress=progress)
-        else:
-            from golden_fast.edit.base import run_method
+            args = (self.model, self.tokenizer, chunk, self.hparams, self.stats, apply)
+            return list(self._fn(*args, progress=progress) or [])
+        from golden_fast.edit.base import run_method
 
-            out = run_method(self.method, *args, progress=progress)
-        return list(out or [])
+        args = (self.model, self.tokenizer, chunk, self.hparams, self._stats(), apply)
+        return list(run_method(self.method, *args, progress=progress) or [])
+
+    def _stats(self) -> Any:
+        """One `Moments` for every run_method call of this Editor: a sequential edit calls the
+        method once per request, and each call would otherwise load C again and refactorise it
+        (the Cholesky factors are cached inside a Moments object). C is a statistic of the
+        corpus on the unedited model, so it stays valid as the edits accumulate."""
+        if self._moments is None:
+            from golden_fast.edit.moments import Moments
+
+            s = self.stats
+            if isinstance(s, Moments):
+                self._moments = s
+            elif s is None:
+                self._moments = Moments.from_stats(self.model, self.tokenizer, self.hparams)
+            else:
+                self._moments = Moments(s)
+        return self._moments
 
     def _apply(self, journal: EditJournal, layer: int, u: torch.Tensor, v: torch.Tensor, who: str) -> None:
         if int(layer) not in self.layers:

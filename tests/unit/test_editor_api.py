@@ -380,3 +380,98 @@ _MISSING = [m for m in ("golden_fast.edit.rome", "golden_fast.edit.memit")
 needs_methods = pytest.mark.skipif(
     bool(_MISSING), reason=f"editing methods not written yet: {', '.join(_MISSING)} missing"
 )
+
+# Small settings so a real edit of a tiny model takes a second or two: C = I (no statistics
+# pass), few optimisation steps, two short context templates.
+FAST = {"mom2_adjustment": False, "v_num_grad_steps": 4, "context_template_length_params": [[3, 2]]}
+
+
+@pytest.fixture()
+def cache_home(tmp_path, monkeypatch):
+    # context templates are cached under GOLDEN_FAST_HOME: keep the user's cache out of tests
+    monkeypatch.setenv("GOLDEN_FAST_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+@needs_methods
+@pytest.mark.parametrize(
+    "name, method, layers, mode",
+    [
+        ("tiny-llama", "r-rome", [1], "sequential"),
+        ("tiny-gpt2", "rome", [1], "batch"),
+        ("tiny-gemma3", "memit", [1, 2], "batch"),
+        ("tiny-gpt2", "emmet", [1, 2], "sequential"),
+    ],
+)
+def test_real_methods_edit_revert_and_replay(cache_home, name, method, layers, mode):
+    model, tok = build_tiny(name)
+    snap = _snapshot(model)
+    ed = Editor(model, tok, method, layers=layers, hparams=FAST, progress=False)
+    res = ed.edit(_requests(2), mode=mode)
+    assert [t.index for t in res.traces] == [0, 1]
+    assert all(len(t.loss_curve) >= 1 for t in res.traces)
+    assert set(res.update_norms) == set(layers) and all(v > 0 for v in res.update_norms.values())
+    assert not _same(model, snap)
+    res.journal.save(cache_home / "j")
+
+    fresh, _ = build_tiny(name)
+    apply_journal(fresh, EditJournal.load(cache_home / "j"))
+    batch = tok(["The capital of France is"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(fresh(**batch).logits, model(**batch).logits)
+    ed.revert()
+    assert _same(model, snap)
+
+
+@needs_methods
+def test_real_method_failure_is_atomic(cache_home, monkeypatch):
+    """The method fails on the second request, after the first one was applied: both undone."""
+    import golden_fast.edit.rome as rome
+
+    real = rome.keys_at_subject
+
+    def keys_failing_on_the_second(model, tok, requests, *a, **k):
+        if requests[0].subject == "Toko Yasuda":
+            raise rome.EditError(f"{requests[0].ref}: subject tokens not found")
+        return real(model, tok, requests, *a, **k)
+
+    monkeypatch.setattr(rome, "keys_at_subject", keys_failing_on_the_second)
+    model, tok = build_tiny("tiny-llama")
+    snap = _snapshot(model)
+    ed = Editor(model, tok, "r-rome", layers=1, hparams=FAST, progress=False)
+    with pytest.raises(EditError, match="record 1: subject tokens not found") as info:
+        ed.edit(_requests(2), mode="sequential")
+    assert "1 update(s) applied during this edit() call were reverted" in str(info.value)
+    assert _same(model, snap) and ed.results == []
+
+
+@needs_methods
+def test_real_method_takes_given_statistics(cache_home):
+    """stats given as {layer: C} reach the method (a different C, a different update)."""
+    model, tok = build_tiny("tiny-llama")
+    hp = dict(FAST, mom2_adjustment=True)
+    m = get_adapter(model).d_ff
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4 * m, m, generator=g, dtype=torch.float64)
+    C = x.T @ x / x.shape[0]
+    with_c = Editor(model, tok, "r-rome", layers=1, hparams=hp, stats={1: C}, progress=False)
+    u_c = with_c.edit(_requests(1)).journal.entries[0].v
+    with_c.revert()
+    with_i = Editor(model, tok, "r-rome", layers=1, hparams=hp, stats={1: torch.eye(m, dtype=torch.float64)},
+                    progress=False)
+    u_i = with_i.edit(_requests(1)).journal.entries[0].v
+    assert not torch.allclose(u_c, u_i)
+
+
+@needs_methods
+def test_cli_edit_with_a_real_method(cache_home, capsys):
+    data = cache_home / "facts.json"
+    data.write_text(json.dumps([r.to_dict() for r in _requests(2)]))
+    hp = cache_home / "hp.yaml"
+    hp.write_text("method: r-rome\nlayers: [2]\nmom2_adjustment: false\nv_num_grad_steps: 3\n"
+                  "context_template_length_params: [[3, 2]]\n")
+    assert _cli(["--model", "tiny-gpt2", "--data", str(data), "--hparams", str(hp),
+                 "--save-journal", str(cache_home / "j"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "method r-rome, layers [2]" in out and "r-rome (sequential): 2 request(s)" in out
+    assert EditJournal.load(cache_home / "j").touched_layers == [2]
