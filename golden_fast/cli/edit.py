@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-originals", action="store_true",
                    help="also save the pre-edit weights of the edited layers (as large as those layers)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing journal directory")
-    p.add_argument("--dtype", default="float32", help="model dtype (float32, bfloat16, float16)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"),
+                   help="model dtype (default float32); replaying a journal needs the same dtype")
     p.add_argument("--device", default="cpu", help="device to load the model on (cpu, cuda, cuda:1, ...)")
     p.add_argument("--evaluate", action="store_true",
                    help="evaluate before and after the edit (golden_fast.evaluate) and print both")
