@@ -301,3 +301,23 @@ def test_weight_sha256_is_of_the_bytes():
     u.view(torch.int16)[1, 2] += 1  # the last bit of one element
     assert not torch.equal(t, u)
     assert weight_sha256(t) != weight_sha256(u)
+
+
+def test_replay_uses_the_recorded_backend_and_warns_when_it_cannot(tmp_path):
+    import dataclasses
+
+    model, _ = build_tiny("tiny-llama", dtype=torch.bfloat16)
+    j = EditJournal()
+    j.record_and_apply(model, 1, *_factors(model, 2, 0), backend="torch")
+    j.seal(model)
+    assert j.entries[0].backend == "torch"
+    loaded = EditJournal.load(j.save(tmp_path / "j"))
+    fresh, _ = build_tiny("tiny-llama", dtype=torch.bfloat16)
+    live = apply_journal(fresh, loaded)  # the automatic choice on CPU may be cpp: torch must be asked for
+    assert live.entries[0].backend == "torch"
+    assert torch.equal(get_adapter(fresh).down_weight(1), get_adapter(model).down_weight(1))
+
+    loaded.entries[0] = dataclasses.replace(loaded.entries[0], backend="triton")  # cannot run on CPU
+    other, _ = build_tiny("tiny-llama", dtype=torch.bfloat16)
+    with pytest.warns(RuntimeWarning, match="triton"):
+        apply_journal(other, loaded)
