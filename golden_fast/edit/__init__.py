@@ -24,6 +24,7 @@ from golden_fast.edit.journal import (
     JournalMismatchError,
     LayerRecord,
     apply_journal,
+    revert_journals,
     weight_sha256,
 )
 
@@ -63,6 +64,7 @@ __all__ = [
     "default_hparams",
     "load_hparams",
     "make_config",
+    "revert_journals",
     "run_method",
     "weight_sha256",
 ]

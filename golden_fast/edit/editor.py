@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from golden_fast.edit.journal import EditJournal
+from golden_fast.edit.journal import EditJournal, revert_journals
 from golden_fast.models import get_adapter
 
 __all__ = ["METHODS", "EditError", "EditResult", "Editor", "MethodFn"]
@@ -145,6 +145,12 @@ class Editor:
         stats: the second-moment statistics object, passed through to the method (None lets the
             method get its own).
         progress: show the methods' progress bars by default.
+        revert_each: keep, for every edit() result, a CPU copy of each weight it touched, so any
+            result can be reverted on its own (newest first). False keeps only the first copy of
+            each layer: `Editor.revert` still restores everything, bitwise, but a later result
+            touching the same layer can no longer be reverted alone. Lifelong editing of a large
+            model with one edit() call per request wants False (each copy is a whole layer);
+            a single edit(requests, mode="sequential") call keeps one copy per layer anyway.
 
     Typical use::
 
@@ -163,8 +169,10 @@ class Editor:
         hparams: Any = None,
         stats: Any = None,
         progress: bool = True,
+        revert_each: bool = True,
     ) -> None:
         self.model = model
+        self.revert_each = revert_each
         self.tokenizer = tokenizer
         self.adapter = get_adapter(model)
         self.stats = stats
@@ -254,6 +262,10 @@ class Editor:
                 raise
             raise _wrap(exc, reqs[start : start + size], start, len(journal)) from exc
         journal.seal(self.model)
+        if not self.revert_each:
+            # an earlier, still applied result already holds the pre-edit copy of these layers
+            held = {layer for r in self.results if not r.reverted for layer in r.journal.layers}
+            journal.drop_originals([layer for layer in journal.layers if layer in held])
         result = EditResult(
             journal=journal,
             traces=traces,
@@ -269,11 +281,10 @@ class Editor:
         return result
 
     def revert(self) -> None:
-        """Undo every edit this Editor made that is still applied, newest first: the model ends
-        bitwise as it was before the first edit()."""
-        for result in reversed(self.results):
-            if not result.reverted:
-                result.revert()
+        """Undo every edit this Editor made that is still applied: the model ends bitwise as it was
+        before the first edit(). Each layer is restored from the earliest result that touched it,
+        after checking that it is still as the latest one left it."""
+        revert_journals(self.model, [r.journal for r in self.results])
 
     # ---- internals ----------------------------------------------------------------------
 

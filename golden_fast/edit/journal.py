@@ -47,6 +47,7 @@ __all__ = [
     "JournalMismatchError",
     "LayerRecord",
     "apply_journal",
+    "revert_journals",
     "weight_sha256",
 ]
 
@@ -342,35 +343,15 @@ class EditJournal:
         edit of the same layer must be reverted first). Nothing is written unless every layer
         passes. A second revert does nothing.
         """
-        if self._reverted:
-            return
-        self._check_model(model)
-        adapter = get_adapter(model)
-        missing = [k for k, r in self.layers.items() if r.original is None]
-        if missing:
-            raise RuntimeError(
-                f"cannot revert: no copy of the original weight of layer(s) {missing} (journal made with "
-                "keep_originals=False, or saved without include_originals=True)"
-            )
-        params = {}
-        for layer, record in self.layers.items():
-            param = adapter.down_proj(layer).weight
-            if param.dtype != record.dtype or tuple(param.shape) != record.shape:
-                raise JournalMismatchError(
-                    f"cannot revert layer {layer} ({record.param}): the model has {param.dtype} "
-                    f"{tuple(param.shape)}, the journal {record.dtype} {record.shape}"
-                )
-            if verify and record.sha256_after is not None and weight_sha256(param) != record.sha256_after:
-                raise JournalMismatchError(
-                    f"cannot revert layer {layer} ({record.param}): its weight changed after this journal "
-                    "was sealed (a later edit of this layer?); revert the later edits first, or pass "
-                    "verify=False to restore the original weight anyway"
-                )
-            params[layer] = param
-        with torch.no_grad():
-            for layer, record in self.layers.items():
-                params[layer].copy_(record.original.to(params[layer].device))
-        self._reverted = True
+        revert_journals(model, [self], verify=verify)
+
+    def drop_originals(self, layers: Sequence[int] | None = None) -> None:
+        """Free the copies of the original weights (of `layers`, default all). The journal can
+        then no longer revert those layers by itself; `revert_journals` can still, from an
+        earlier journal that touched them."""
+        for layer in self.layers if layers is None else layers:
+            if layer in self.layers:
+                self.layers[layer].original = None
 
     def _bind(self, model: nn.Module) -> None:
         if self._model is None:
@@ -520,6 +501,57 @@ class EditJournal:
             )
         j._loaded = True
         return j
+
+
+def revert_journals(model: nn.Module, journals: Sequence[EditJournal], *, verify: bool = True) -> None:
+    """Undo journals that were applied to `model` in the given order (oldest first), in one step.
+
+    Each touched layer is restored from the *earliest* journal that touched it (the state before
+    all of them), so only that journal needs its copy of the layer; with verify, the weight must
+    first match the *latest* journal's after-checksum (no foreign edit since). Checks run on every
+    layer before anything is written. Journals already reverted are skipped; all others are marked
+    reverted.
+    """
+    live = [j for j in journals if not j._reverted]
+    if not live:
+        return
+    for j in live:
+        j._check_model(model)
+    first: dict[int, LayerRecord] = {}
+    last: dict[int, LayerRecord] = {}
+    for j in live:
+        for layer, record in j.layers.items():
+            first.setdefault(layer, record)
+            last[layer] = record
+    missing = [k for k, r in first.items() if r.original is None]
+    if missing:
+        raise RuntimeError(
+            f"cannot revert: no copy of the original weight of layer(s) {missing} (journal made with "
+            "keep_originals=False, saved without include_originals=True, or its copies were dropped: "
+            "revert it together with the earlier edits, e.g. Editor.revert())"
+        )
+    adapter = get_adapter(model)
+    params = {}
+    for layer, record in first.items():
+        param = adapter.down_proj(layer).weight
+        if param.dtype != record.dtype or tuple(param.shape) != record.shape:
+            raise JournalMismatchError(
+                f"cannot revert layer {layer} ({record.param}): the model has {param.dtype} "
+                f"{tuple(param.shape)}, the journal {record.dtype} {record.shape}"
+            )
+        after = last[layer].sha256_after
+        if verify and after is not None and weight_sha256(param) != after:
+            raise JournalMismatchError(
+                f"cannot revert layer {layer} ({record.param}): its weight changed after this journal "
+                "was sealed (a later edit of this layer?); revert the later edits first, or pass "
+                "verify=False to restore the original weight anyway"
+            )
+        params[layer] = param
+    with torch.no_grad():
+        for layer, record in first.items():
+            params[layer].copy_(record.original.to(params[layer].device))
+    for j in live:
+        j._reverted = True
 
 
 def _replace_dir(tmp: Path, path: Path) -> None:

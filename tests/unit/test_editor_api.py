@@ -265,6 +265,21 @@ def test_revert_is_bitwise_and_result_replays(tmp_path, name, dtype):
     assert _same(model, snap)
 
 
+def test_revert_each_false_keeps_one_copy_per_layer(llama):
+    """Lifelong editing, one edit() per request: only the first result holds the layer's copy,
+    and Editor.revert still restores the model bitwise."""
+    model, tok = llama
+    snap = _snapshot(model)
+    ed = Editor(model, tok, Recorder(), layers=[LAYER, 2], revert_each=False)
+    results = [ed.edit(r) for r in _requests(4)]
+    copies = [layer for r in results for layer, rec in r.journal.layers.items() if rec.original is not None]
+    assert copies == [LAYER]
+    with pytest.raises(RuntimeError, match="no copy of the original"):
+        results[-1].revert()
+    ed.revert()
+    assert _same(model, snap) and all(r.reverted for r in results)
+
+
 def test_result_summary_names_requests_and_norms(llama):
     model, tok = llama
     res = Editor(model, tok, Recorder(), layers=LAYER).edit(_requests(2), mode="sequential")
