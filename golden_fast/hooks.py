@@ -162,3 +162,33 @@ def n_hooks(model: nn.Module) -> int:
     for m in model.modules():
         total += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
     return total
+
+
+@contextlib.contextmanager
+def layers_from(adapter: ModelAdapter, layer: int) -> Iterator[nn.Module]:
+    """Temporarily make the body run blocks `layer`.. only, taking `inputs_embeds` as the
+    residual stream entering block `layer` (absolute position embeddings silenced).
+
+    Re-runs only the top of the network when nothing below `layer` changes (the v*
+    optimisation). Attention modules keep their layer index, so a KV cache from a full pass
+    serves them. Yields the body; restores the blocks and removes the hook on exit.
+    """
+    adapter.block(layer)  # range check
+    parent, attr = adapter.layer_list_owner()
+    full = getattr(parent, attr)
+    pe = adapter.position_embeddings()
+    handle = pe.register_forward_hook(lambda m, a, out: torch.zeros_like(out)) if pe is not None else None
+    # bodies with per-layer attention types index config.layer_types by loop position
+    cfg = getattr(adapter.model, "config", None)
+    types = getattr(cfg, "layer_types", None)
+    setattr(parent, attr, nn.ModuleList(list(full)[layer:]))
+    if isinstance(types, list):
+        cfg.layer_types = types[layer:]
+    try:
+        yield adapter.body()
+    finally:
+        setattr(parent, attr, full)
+        if isinstance(types, list):
+            cfg.layer_types = types
+        if handle is not None:
+            handle.remove()

@@ -29,6 +29,7 @@ class ModelAdapter:
       layers.{l}.mlp.down.in   the key k, input of the down-projection   [blocks.{l}.mlp.hook_post]
       layers.{l}.mlp.down.out  the value v = W k                          [blocks.{l}.hook_mlp_out*]
       layers.{l}.out           the residual stream after block l          [blocks.{l}.hook_resid_post]
+      layers.{l}.in            the residual stream entering block l       [blocks.{l}.hook_resid_pre]
     (*before any post-MLP norm: Gemma's post_feedforward_layernorm comes after.)
     """
 
@@ -43,6 +44,8 @@ class ModelAdapter:
     lm_head_path: ClassVar[str] = "lm_head"
     # the decoder stack without the head: its output is the final-normed hidden state
     body_path: ClassVar[str] = "model"
+    # learned absolute position embeddings added to inputs_embeds by the body (GPT-2), if any
+    position_embed_path: ClassVar[str | None] = None
     # True when the down-projection weight is stored (in x out), as GPT-2's Conv1D does.
     down_transposed: ClassVar[bool] = False
 
@@ -123,11 +126,21 @@ class ModelAdapter:
             "mlp.out": (self.mlp, "out"),
             "attn.out": (self.attn, "out"),
             "out": (self.residual_output, "out"),
+            "in": (self.block, "in"),
         }
         if rest not in table:
             raise ValueError(f"unknown hook site {name!r}; known suffixes: {sorted(table)}")
         getter, where = table[rest]
         return getter(layer), where
+
+    def layer_list_owner(self) -> tuple[nn.Module, str]:
+        """(module, attribute) holding the ModuleList of blocks, for `hooks.layers_from`."""
+        parent_path, attr = self.layers_path.rsplit(".", 1)
+        return _get(self.model, parent_path), attr
+
+    def position_embeddings(self) -> nn.Module | None:
+        """Learned absolute position embeddings the body adds to inputs_embeds (GPT-2), if any."""
+        return None if self.position_embed_path is None else _get(self.model, self.position_embed_path)
 
     def describe(self) -> dict:
         """A summary for `golden-fast models info` and reports."""

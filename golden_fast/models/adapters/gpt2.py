@@ -15,3 +15,4 @@ class GPT2Adapter(ModelAdapter):
     body_path = "transformer"
     final_norm_path = "transformer.ln_f"
     down_transposed = True
+    position_embed_path = "transformer.wpe"

@@ -1,0 +1,96 @@
+"""MEMIT (Meng et al. 2023) and EMMET (Gupta et al. 2024): a batch of n edits spread
+over layers l_1 < ... < l_L.
+
+Targets z_i are optimised at the residual output of the last layer. Then, per layer in
+order, with keys K (m x n, template-averaged, recomputed on the current weights) and
+R = (Z - H_current) / (number of layers left, this one included):
+    MEMIT:  Delta = R K^T (lambda C + K K^T)^-1
+    EMMET:  C0 = lambda C (+ update_norm_lambda I);  D = K^T C0^-1 K (+ emmet_lambda I if n > 1)
+            Delta = R D^-1 K^T C0^-1
+Every Delta is applied as factors U V^T (U = R or R D^-1, V = the solved keys), float64
+solves, ill-conditioning reported and a pseudo-inverse fallback for a singular D.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .base import ApplyFn, EditError, RequestTrace
+from .context import context_templates
+from .keys import keys_at_subject
+from .moments import ILL_CONDITIONED, Moments
+from .values import optimise_targets
+
+
+def _residual_at(model, tok, requests, layer) -> torch.Tensor:
+    """Residual stream after `layer` at the subject's last token of the bare prompts (n, d)."""
+    return keys_at_subject(model, tok, requests, [layer], ["{}"], site="out")[layer][0].to(torch.float64)
+
+
+def _solve_small(D: torch.Tensor, B: torch.Tensor, warnings: list[str], layer: int) -> tuple[torch.Tensor, float]:
+    """D^-1 B for the n x n EMMET system; pinv fallback when singular, reported."""
+    ev = torch.linalg.eigvalsh(0.5 * (D + D.T))
+    cond = float(ev[-1].abs() / ev[0].abs()) if ev[0] != 0 else math.inf
+    if cond > ILL_CONDITIONED or not math.isfinite(cond):
+        warnings.append(f"layer {layer}: D = K^T C0^-1 K ill-conditioned (condition {cond:.3g}); pseudo-inverse used")
+        return torch.linalg.pinv(D) @ B, cond
+    return torch.linalg.solve(D, B), cond
+
+
+def mass_edit(
+    model, tok, requests: Sequence, hp, stats, apply: ApplyFn, method: str = "memit", progress: bool = True
+) -> list[RequestTrace]:
+    layers = sorted(hp.layers)
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers must be distinct, got {list(hp.layers)}")
+    moments = stats if isinstance(stats, Moments) else (
+        Moments.from_stats(model, tok, hp) if stats is None else Moments(stats)
+    )
+    if not hp.mom2_adjustment:
+        moments = Moments(None)
+    n = len(requests)
+    z_layer = layers[-1]
+    templates = context_templates(model, tok, hp.context_template_length_params)
+    tgt = optimise_targets(model, tok, requests, z_layer, "out", templates, hp)
+    Z = tgt.init.to(torch.float64) + tgt.delta.to(torch.float64)  # (n, d)
+    traces = [RequestTrace(index=i, loss_curve=tgt.loss_curves[i]) for i in range(n)]
+    warnings: list[str] = []
+    total_sq, conds, per_layer = 0.0, [], {}
+    for i, layer in enumerate(tqdm(layers, desc=f"{method} layers", disable=not progress)):
+        K = keys_at_subject(model, tok, requests, [layer], templates)[layer][0].to(torch.float64).T  # (m, n)
+        H = _residual_at(model, tok, requests, z_layer)  # (n, d), current weights
+        R = (Z - H).T / (len(layers) - i)  # (d, n)
+        try:
+            if method == "memit":
+                V = moments.solve(layer, K, scale=hp.mom2_update_weight, extra=K @ K.T, warnings=warnings)
+                U = R
+            else:
+                C0inv_K = moments.solve(layer, K, scale=hp.mom2_update_weight, ridge=hp.update_norm_lambda,
+                                        warnings=warnings)  # (m, n)
+                D = K.T @ C0inv_K  # (n, n)
+                if n > 1:
+                    D = D + hp.emmet_lambda * torch.eye(n, dtype=torch.float64)
+                DinvT_Rt, cond_d = _solve_small(D.T, R.T, warnings, layer)  # D^-T R^T = (R D^-1)^T
+                U, V = DinvT_Rt.T, C0inv_K
+                conds.append(cond_d)
+        except FloatingPointError as exc:
+            raise EditError(f"{method} batch of {n} ({requests[0].ref}, ...): {exc}") from exc
+        conds.append(moments.last_condition)
+        if not (torch.isfinite(U).all() and torch.isfinite(V).all()):
+            raise EditError(f"{method} batch of {n} ({requests[0].ref}, ...): non-finite update at layer {layer}")
+        # ||U V^T||_F^2 = trace((U^T U)(V^T V)), without forming the d x m matrix
+        sq = float(((U.T @ U) * (V.T @ V)).sum())
+        total_sq += sq
+        per_layer[layer] = (U, V)
+        apply(layer, U, V)
+    for tr in traces:
+        tr.update_norm = math.sqrt(max(total_sq, 0.0))
+        tr.condition = max(conds) if conds else None
+        tr.warnings = list(warnings)
+        tr.extras.update(z=Z[tr.index], nll=tgt.nll_final[tr.index])
+    traces[0].extras["layer_updates"] = per_layer
+    return traces

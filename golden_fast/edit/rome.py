@@ -1,0 +1,75 @@
+"""ROME (Meng et al. 2022) and R-ROME (Gupta et al. 2024): one rank-one update per fact.
+
+    W' = W + Lambda (C^-1 k*)^T,   Lambda = (v* - W k - b) / ((C^-1 k*)^T k)
+
+rome:   k is the key of the bare prompt (the original implementation's choice, kept for
+        faithfulness), W k + b its output.
+r-rome: k = k*, the template-averaged key, in both places (and W k* + b its output):
+        this removes the "disabling edits" that make sequential ROME collapse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from golden_fast.models import get_adapter
+
+from .base import ApplyFn, EditError, RequestTrace
+from .context import context_templates
+from .keys import keys_at_subject
+from .moments import Moments
+from .values import optimise_targets
+
+
+def rome_updates(
+    model, tok, requests: Sequence, hp, stats, apply: ApplyFn, method: str = "r-rome", progress: bool = True
+) -> list[RequestTrace]:
+    """Compute every request's update on the current weights, then apply them all."""
+    if len(hp.layers) != 1:
+        raise ValueError(f"{method} edits one layer; got layers={list(hp.layers)}")
+    layer = hp.layers[0]
+    adapter = get_adapter(model)
+    moments = stats if isinstance(stats, Moments) else (
+        Moments.from_stats(model, tok, hp) if stats is None else Moments(stats)
+    )
+    if not hp.mom2_adjustment:
+        moments = Moments(None)
+    templates = context_templates(model, tok, hp.context_template_length_params)
+    W = adapter.down_weight(layer).detach().to(torch.float64)  # (d, m)
+    b = adapter.down_bias(layer)
+    b = None if b is None else b.detach().to(torch.float64)
+
+    traces, updates = [], []
+    it = tqdm(range(len(requests)), desc=f"{method} L{layer}", disable=not progress or len(requests) < 2)
+    # keys and targets of all requests in batched passes, on the unedited weights
+    k_star = keys_at_subject(model, tok, requests, [layer], templates)[layer][0].to(torch.float64)  # (n, m)
+    k_bare = keys_at_subject(model, tok, requests, [layer], ["{}"])[layer][0].to(torch.float64)
+    tgt = optimise_targets(model, tok, requests, layer, "mlp.down.out", templates, hp)
+    for i in it:
+        req = requests[i]
+        tr = RequestTrace(index=i, loss_curve=tgt.loss_curves[i])
+        v_star = tgt.init[i].to(torch.float64) + tgt.delta[i].to(torch.float64)  # (d,)
+        k = k_star[i] if method == "r-rome" else k_bare[i]
+        try:
+            u = moments.solve(layer, k_star[i][:, None], warnings=tr.warnings)[:, 0]  # C^-1 k*  (m,)
+        except FloatingPointError as exc:
+            raise EditError(f"{req.ref}: {exc}") from exc
+        tr.condition = moments.last_condition
+        denom = float(u @ k)
+        if not abs(denom) > 1e-12:
+            raise EditError(f"{req.ref}: (C^-1 k*)^T k = {denom:.3g}; the key is degenerate")
+        out = W @ k + (0 if b is None else b)
+        lam = (v_star - out) / denom  # (d,)
+        if not (torch.isfinite(lam).all() and torch.isfinite(u).all()):
+            raise EditError(f"{req.ref}: non-finite update")
+        tr.update_norm = float(lam.norm() * u.norm())
+        tr.extras.update(k_star=k_star[i], k=k, v_star=v_star, U=lam[:, None], V=u[:, None],
+                         nll=tgt.nll_final[i])
+        traces.append(tr)
+        updates.append((lam, u))
+    for lam, u in updates:
+        apply(layer, lam[:, None], u[:, None])
+    return traces

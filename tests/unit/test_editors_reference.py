@@ -1,0 +1,176 @@
+"""Each editor's update against a plain float64 implementation of SPEC §3's formula,
+written here independently (own hooks, one unpadded forward per text), on tiny models of
+all three families run in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from golden_fast.data import EditRequest
+from golden_fast.edit.base import run_method
+from golden_fast.edit.config import EMMETConfig, MEMITConfig, ROMEConfig, RROMEConfig
+from golden_fast.edit.context import context_templates
+from golden_fast.models import TINY_NAMES, get_adapter, load_model
+from golden_fast.tokens import subject_last_token
+
+REQUESTS = [
+    EditRequest(prompt="The mother tongue of {} is", subject="Danielle Darrieux", target_new="English",
+                ground_truth="French"),
+    EditRequest(prompt="{} is located in", subject="Eiffel Tower", target_new="Rome, Italy", ground_truth="Paris"),
+    EditRequest(prompt="Toko Yasuda plays the", subject="Toko Yasuda", target_new="piano", ground_truth="guitar"),
+]
+FAST = dict(context_template_length_params=[[3, 2]], v_num_grad_steps=5)
+REL = 1e-6
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _spd(dim: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(4 * dim, dim, generator=g, dtype=torch.float64)
+    return X.T @ X / (4 * dim)
+
+
+def _module_io(model, adapter, layer, text_template, subject, site="down"):
+    """(input, output) of the down-projection (site="down") or the residual after the block
+    (site="out") at the subject's last token: one unpadded forward with a hand-made hook."""
+    ids, idx = subject_last_token(model.tok, text_template, subject)
+    got = {}
+    if site == "down":
+        mod = adapter.down_proj(layer)
+        h = mod.register_forward_hook(lambda m, i, o: got.update(k=i[0][0, idx].clone(), v=o[0, idx].clone()))
+    else:
+        mod = adapter.block(layer)
+        h = mod.register_forward_hook(
+            lambda m, i, o: got.update(v=(o[0] if isinstance(o, tuple) else o)[0, idx].clone())
+        )
+    try:
+        with torch.no_grad():
+            model(input_ids=torch.tensor([ids]))
+    finally:
+        h.remove()
+    return got.get("k"), got["v"]
+
+
+def _k_star(model, adapter, layer, req, templates):
+    keys = [_module_io(model, adapter, layer, t[:-2] + req.template, req.subject)[0] for t in templates]
+    return torch.stack(keys).mean(0)
+
+
+@pytest.fixture(params=TINY_NAMES)
+def model64(request):
+    model, tok = load_model(request.param, dtype=torch.float64)
+    model.tok = tok
+    return model, tok
+
+
+def _apply_into(adapter):
+    def apply(layer, U, V):
+        with torch.no_grad():
+            adapter.down_weight(layer).add_(U.to(torch.float64) @ V.to(torch.float64).T)
+    return apply
+
+
+@pytest.mark.parametrize("method", ["rome", "r-rome"])
+def test_rome_family_matches_formula(model64, method):
+    model, tok = model64
+    a = get_adapter(model)
+    layer = 1
+    cfg = (ROMEConfig if method == "rome" else RROMEConfig)(layers=[layer], **FAST)
+    C = _spd(a.d_ff, 0)
+    templates = context_templates(model, tok, cfg.context_template_length_params)
+    W0 = a.down_weight(layer).detach().clone()
+    b = a.down_bias(layer)
+    traces = run_method(method, model, tok, REQUESTS, cfg, {layer: C}, _apply_into(a), progress=False)
+    total = torch.zeros_like(W0)
+    for req, tr in zip(REQUESTS, traces):
+        # keys on the unedited weights: recompute them on a copy holding W0
+        with torch.no_grad():
+            W_now = a.down_weight(layer).detach().clone()
+            a.down_weight(layer).copy_(W0)
+        k_star = _k_star(model, a, layer, req, templates)
+        k_bare, _ = _module_io(model, a, layer, req.template, req.subject)
+        with torch.no_grad():
+            a.down_weight(layer).copy_(W_now)
+        assert _rel(tr.extras["k_star"], k_star) < 1e-9
+        k = k_bare if method == "rome" else k_star
+        u = torch.linalg.solve(C, k_star)
+        out = W0 @ k + (0 if b is None else b.detach())
+        lam = (tr.extras["v_star"] - out) / (u @ k)
+        ref = torch.outer(lam, u)
+        got = tr.extras["U"] @ tr.extras["V"].T
+        assert _rel(got, ref) < REL, method
+        total += ref
+    # all updates were computed on W0 and applied together (one call = batch semantics)
+    assert _rel(a.down_weight(layer).detach() - W0, total) < REL
+
+
+@pytest.mark.parametrize("method", ["memit", "emmet"])
+def test_mass_editors_match_formula(model64, method):
+    model, tok = model64
+    a = get_adapter(model)
+    layers = [1, 2]
+    lam = 5.0
+    cls = MEMITConfig if method == "memit" else EMMETConfig
+    extra = dict(emmet_lambda=0.1, update_norm_lambda=0.5) if method == "emmet" else {}
+    cfg = cls(layers=layers, mom2_update_weight=lam, **FAST, **extra)
+    Cs = {l: _spd(a.d_ff, l) for l in layers}
+    templates = context_templates(model, tok, cfg.context_template_length_params)
+    W0 = {l: a.down_weight(l).detach().clone() for l in layers}
+    traces = run_method(method, model, tok, REQUESTS, cfg, Cs, _apply_into(a), progress=False)
+    got_updates = traces[0].extras["layer_updates"]
+    Z = torch.stack([tr.extras["z"] for tr in traces])  # (n, d)
+    # replay on the original weights with the plain formula, layer by layer
+    with torch.no_grad():
+        W_after = {l: a.down_weight(l).detach().clone() for l in layers}
+        for l in layers:
+            a.down_weight(l).copy_(W0[l])
+    n = len(REQUESTS)
+    for i, l in enumerate(layers):
+        K = torch.stack([_k_star(model, a, l, r, templates) for r in REQUESTS]).T  # (m, n)
+        H = torch.stack([_module_io(model, a, layers[-1], r.template, r.subject, site="out")[1] for r in REQUESTS])
+        R = (Z - H).T / (len(layers) - i)
+        if method == "memit":
+            ref = R @ K.T @ torch.linalg.inv(lam * Cs[l] + K @ K.T)
+        else:
+            C0 = lam * Cs[l] + 0.5 * torch.eye(a.d_ff, dtype=torch.float64)
+            D = K.T @ torch.linalg.inv(C0) @ K + 0.1 * torch.eye(n, dtype=torch.float64)
+            ref = R @ torch.linalg.inv(D) @ K.T @ torch.linalg.inv(C0)
+        U, V = got_updates[l]
+        assert _rel(U @ V.T, ref) < REL, (method, l)
+        with torch.no_grad():
+            a.down_weight(l).add_(ref)
+    for l in layers:
+        assert _rel(W_after[l] - W0[l], a.down_weight(l).detach() - W0[l]) < REL
+
+
+def test_fast_and_full_target_optimisation_agree(tiny):
+    """The prefix-reuse path (KV cache + top layers only) gives the same v* and z as
+    recomputing every token of every layer at every step."""
+    from golden_fast.edit.values import optimise_targets
+
+    name, model, tok = tiny
+    templates = ["{}", "The capital is. {}", "I think that the world is big. {}"]
+    for site, cfg in [("mlp.down.out", ROMEConfig(v_num_grad_steps=6)), ("out", MEMITConfig(v_num_grad_steps=6))]:
+        fast = optimise_targets(model, tok, REQUESTS, 1, site, templates, cfg, prefix_reuse=True)
+        full = optimise_targets(model, tok, REQUESTS, 1, site, templates, cfg, prefix_reuse=False)
+        torch.testing.assert_close(fast.init, full.init, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast.delta, full.delta, rtol=1e-4, atol=1e-5)
+        for c1, c2 in zip(fast.loss_curves, full.loss_curves):
+            assert len(c1) == len(c2)
+            torch.testing.assert_close(torch.tensor(c1), torch.tensor(c2), rtol=1e-4, atol=1e-5)
+
+
+def test_target_optimisation_lowers_nll():
+    """With no decay or KL, the optimisation must drive the target NLL down (a random tiny
+    model's logits barely move, hence the small margin; a sign error would raise the NLL)."""
+    from golden_fast.edit.values import optimise_targets
+
+    model, tok = load_model("tiny-llama")
+    cfg = ROMEConfig(v_num_grad_steps=15, v_weight_decay=0.0, kl_factor=0.0, clamp_norm_factor=100.0, v_lr=0.5)
+    res = optimise_targets(model, tok, REQUESTS, 2, "mlp.down.out", ["{}"], cfg)
+    for curve in res.loss_curves:
+        assert curve[-1] < 0.5 * curve[0]
