@@ -1,0 +1,438 @@
+"""Second moments C_l = E[k kᵀ] of the down-projection keys, every requested layer in one pass.
+
+SPEC §2. The anchors (ROME's layer_stats, MEMIT, EasyEdit) run a full forward pass over the
+corpus once per layer. Here one pass serves every requested layer:
+
+- the keys of each layer are folded into its running sum *inside* the forward pass (a read-only
+  tap on the down-projection input: the tensor goes on unchanged), so only one layer's keys are
+  alive at any time, whatever the number of layers (capturing them all first would hold
+  L x (B, T, m) floats: 0.75 GB for 30 layers of SmolLM2 at 4096 tokens);
+- the forward pass stops after the deepest requested layer (no upper blocks, no final norm, no
+  (B, T, vocab) logits);
+- the sums use `golden_fast.ops.mom2_update`, which only guarantees the upper triangle, so a
+  backend may compute one triangle (BLAS syrk); the full matrix is rebuilt once at the end.
+
+Tokens: every non-padding token of every text (left-padded batches; the attention mask drops the
+padding), texts truncated to min(max_length, model context), BOS included when the tokenizer
+adds one (ROME's TokenizedDataset does too). Texts are sorted by length (longest first) and cut
+into batches of at most `batch_tokens` tokens, padding included: little padding, and a batch too
+big for memory fails at the start, not hours in.
+
+The count is kept with the sum (C = sum / count is formed on demand), results are cached on disk
+(golden_fast.stats.cache) and a long pass checkpoints its partial sums, so it can resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import overload
+
+import torch
+from torch import nn
+
+from golden_fast.hooks import StopForward, edit_site, stop_after
+from golden_fast.models import get_adapter
+from golden_fast.models.identity import model_identity
+from golden_fast.ops.mom2 import mom2_update, symmetrize_upper
+from golden_fast.tokens import Batch, encode_batch
+
+from . import cache as _cache
+from .config import StatsConfig
+from .corpus import Corpus, corpus_key, resolve_corpus
+
+__all__ = [
+    "Conditioning",
+    "SecondMoment",
+    "conditioning",
+    "effective_max_length",
+    "get_second_moment",
+    "layer_stats",
+    "per_layer_second_moments",
+    "second_moments",
+]
+
+
+# -- results ------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Conditioning:
+    """Spectrum summary of a symmetric matrix C, for editors that solve with C (ROME: C⁻¹ k).
+
+    rank counts eigenvalues above tol = m * eps(dtype of C) * max|eig|; below that an eigenvalue
+    is rounding noise. cond = max_eig / min_eig, inf when min_eig <= 0 (never NaN).
+    """
+
+    m: int
+    min_eig: float
+    max_eig: float
+    cond: float
+    rank: int
+    tol: float
+
+    @property
+    def singular(self) -> bool:
+        return self.rank < self.m
+
+    def __str__(self) -> str:
+        return (f"m={self.m} rank={self.rank} min_eig={self.min_eig:.3e} max_eig={self.max_eig:.3e} "
+                f"cond={self.cond:.3e}" + (" (singular to working precision)" if self.singular else ""))
+
+
+def conditioning(C: torch.Tensor) -> Conditioning:
+    """Smallest / largest eigenvalue, condition number and numerical rank of symmetric C.
+
+    Raises ValueError on a non-finite C instead of returning NaNs.
+    """
+    if C.dim() != 2 or C.shape[0] != C.shape[1]:
+        raise ValueError(f"conditioning: expected a square matrix, got {tuple(C.shape)}")
+    if not bool(torch.isfinite(C).all()):
+        raise ValueError("conditioning: C has NaN or Inf entries")
+    m = C.shape[0]
+    if m == 0:
+        return Conditioning(0, math.inf, 0.0, math.inf, 0, 0.0)
+    c = C.detach().to("cpu", torch.float64)
+    eig = torch.linalg.eigvalsh((c + c.T) / 2)  # ascending; float64 so the test itself adds no error
+    lo, hi = float(eig[0]), float(eig[-1])
+    eps = torch.finfo(C.dtype).eps if C.is_floating_point() else torch.finfo(torch.float64).eps
+    tol = m * eps * max(abs(lo), abs(hi))
+    cond = hi / lo if lo > 0 else math.inf
+    return Conditioning(m, lo, hi, cond, int((eig > tol).sum()), tol)
+
+
+@dataclasses.dataclass
+class SecondMoment:
+    """Sum of k kᵀ over `count` tokens at one layer; `mean()` is C_l = E[k kᵀ].
+
+    `sum` is full and symmetric (m, m), float32 or float64 (the accumulation dtype).
+    """
+
+    layer: int
+    sum: torch.Tensor
+    count: int
+    n_texts: int = 0
+    path: Path | None = None  # the cache file, when cached
+    from_cache: bool = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.sum.dtype
+
+    @property
+    def m(self) -> int:
+        return self.sum.shape[0]
+
+    def mean(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """C = sum / count (m, m), in `dtype` (default: the accumulation dtype)."""
+        if self.count <= 0:
+            raise ValueError(f"layer {self.layer}: no tokens were counted; C is undefined")
+        s = self.sum if dtype is None else self.sum.to(dtype)
+        return s / self.count
+
+    def conditioning(self) -> Conditioning:
+        return conditioning(self.mean())
+
+
+# -- plan: tokenised texts cut into batches ------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    seqs: list[list[int]]  # tokenised texts, longest first
+    bounds: list[tuple[int, int]]  # batch b is seqs[lo:hi]
+    n_tokens: int
+    digest: str  # identifies the batching, for checkpoints
+
+    @property
+    def n_texts(self) -> int:
+        return len(self.seqs)
+
+
+def effective_max_length(model: nn.Module, config: StatsConfig) -> int:
+    """min(config.max_length, the model's context length when its config states one)."""
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "get_text_config"):
+        cfg = cfg.get_text_config()
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        ctx = getattr(cfg, attr, None)
+        if isinstance(ctx, int) and ctx > 0:
+            return min(config.max_length, ctx)
+    return config.max_length
+
+
+def _tokenize(tokenizer, texts: Sequence[str], max_len: int, special: bool) -> list[list[int]]:
+    # Cut very long texts (whole Wikipedia articles) to 32 characters per kept token first: tokens
+    # are far shorter than that, so the first max_len tokens are unchanged; a text whose cut came
+    # out short (odd text) is tokenised again whole.
+    cut = 32 * max_len
+    out: list[list[int]] = []
+    for lo in range(0, len(texts), 256):
+        chunk = list(texts[lo : lo + 256])
+        enc = tokenizer([t[:cut] for t in chunk], add_special_tokens=special, truncation=True,
+                        max_length=max_len)["input_ids"]
+        for text, ids in zip(chunk, enc):
+            if len(text) > cut and len(ids) < max_len:
+                ids = tokenizer(text, add_special_tokens=special, truncation=True, max_length=max_len)[
+                    "input_ids"]
+            if ids:
+                out.append(list(ids))
+    return out
+
+
+def _plan(seqs: list[list[int]], batch_tokens: int) -> _Plan:
+    order = sorted(range(len(seqs)), key=lambda i: (-len(seqs[i]), i))
+    seqs = [seqs[i] for i in order]
+    bounds, lo = [], 0
+    while lo < len(seqs):
+        width = len(seqs[lo])  # the longest of the batch: its rows are padded to it
+        hi = lo + max(1, batch_tokens // width)
+        hi = min(hi, len(seqs))
+        bounds.append((lo, hi))
+        lo = hi
+    h = hashlib.sha256()
+    h.update(repr([len(s) for s in seqs]).encode())
+    h.update(repr(bounds).encode())
+    for s in seqs[:: max(1, len(seqs) // 64)]:  # a sample of the ids themselves
+        h.update(repr(s[:64]).encode())
+    return _Plan(seqs, bounds, sum(len(s) for s in seqs), h.hexdigest()[:16])
+
+
+# -- the pass ---------------------------------------------------------------------------------------
+def _forward(model: nn.Module, adapter, inputs: dict, stop_layer: int | None) -> None:
+    """One forward pass; with stop_layer, ends once that block has run. (Module level so a test can
+    interrupt a pass here.)"""
+    if stop_layer is None:
+        model(**inputs, use_cache=False)
+        return
+    with stop_after(adapter, stop_layer):
+        try:
+            model(**inputs, use_cache=False)
+        except StopForward:
+            pass
+
+
+@dataclasses.dataclass
+class _Checkpoint:
+    path: Path
+    expect: dict[str, str]
+    every: int  # texts
+
+
+@torch.no_grad()
+def _accumulate(
+    model: nn.Module,
+    tokenizer,
+    layers: Sequence[int],
+    plan: _Plan,
+    dtype: torch.dtype,
+    early_stop: bool = True,
+    checkpoint: _Checkpoint | None = None,
+    progress: bool = True,
+    desc: str = "stats",
+) -> tuple[dict[int, torch.Tensor], dict[int, int]]:
+    """Raw sums (upper triangle valid) and token counts of `layers` over the plan's batches."""
+    from tqdm.auto import tqdm
+
+    adapter = get_adapter(model)
+    device = next(model.parameters()).device
+    m = adapter.d_ff
+    sums = {layer: torch.zeros(m, m, dtype=dtype, device=device) for layer in layers}
+    counts = {layer: 0 for layer in layers}
+    start = 0
+    if checkpoint is not None:
+        got = _cache.load_checkpoint(checkpoint.path, layers, checkpoint.expect)
+        if got is not None:
+            loaded, counts, start = got
+            sums = {layer: loaded[layer].to(device=device, dtype=dtype).contiguous() for layer in layers}
+    done_texts = plan.bounds[start - 1][1] if start > 0 else 0
+    saved_at = done_texts
+    mask_now: list[torch.Tensor | None] = [None]  # the current batch's mask, read by the taps
+
+    def tap(layer: int):
+        acc = sums[layer]
+
+        def fn(keys: torch.Tensor) -> torch.Tensor:  # keys (B, T, m)
+            mom2_update(acc, keys, mask_now[0])
+            return keys  # unchanged: the forward pass is not affected
+
+        return fn
+
+    bar = tqdm(total=plan.n_texts, initial=done_texts, unit="text", desc=desc, disable=not progress)
+    try:
+        with contextlib.ExitStack() as stack:
+            for layer in layers:
+                stack.enter_context(edit_site(adapter, f"layers.{layer}.mlp.down.in", tap(layer)))
+            for b in range(start, len(plan.bounds)):
+                lo, hi = plan.bounds[b]
+                batch: Batch = encode_batch(tokenizer, plan.seqs[lo:hi]).to(device)
+                mask_now[0] = batch.attention_mask.bool()  # (B, T): drops the left padding
+                _forward(model, adapter, batch.model_inputs(), max(layers) if early_stop else None)
+                n = sum(batch.lengths)
+                for layer in layers:
+                    counts[layer] += n
+                bar.update(hi - lo)
+                done_texts = hi
+                if checkpoint is not None and checkpoint.every and done_texts - saved_at >= checkpoint.every \
+                        and b + 1 < len(plan.bounds):
+                    # Only at a batch boundary: mid-batch, some layers hold this batch and others not.
+                    _cache.save_checkpoint(checkpoint.path, sums, counts, b + 1, checkpoint.expect)
+                    saved_at = done_texts
+    finally:
+        bar.close()
+    return sums, counts
+
+
+def _normalize_layers(layers: int | Sequence[int], n_layers: int) -> list[int]:
+    if isinstance(layers, int) and not isinstance(layers, bool):
+        layers = [layers]
+    out = sorted(set(layers))
+    if not out:
+        raise ValueError("no layer requested")
+    for layer in out:
+        if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < n_layers:
+            raise IndexError(f"layer {layer!r} out of range: the model has {n_layers} layers")
+    return out
+
+
+def _finish(layer: int, raw: torch.Tensor, count: int, n_texts: int) -> SecondMoment:
+    full = symmetrize_upper(raw)
+    if not bool(torch.isfinite(full).all()):
+        raise FloatingPointError(
+            f"layer {layer}: the key second moment overflowed (NaN/Inf); accumulate in float64 "
+            "(StatsConfig(dtype='float64')) or run the model in float32"
+        )
+    return SecondMoment(layer, full, count, n_texts)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+    layers: list[int]
+    corpus: Corpus
+    key: str
+    max_len: int
+    model_id: str
+
+
+def _setup(model, tokenizer, layers, config, progress, model_id) -> _Setup:
+    adapter = get_adapter(model)
+    layers = _normalize_layers(layers, adapter.n_layers)
+    model_id = model_id or model_identity(model)
+    corpus = resolve_corpus(config.corpus, config, model, tokenizer, progress=progress, model_id=model_id)
+    max_len = effective_max_length(model, config)
+    return _Setup(layers, corpus, corpus_key(corpus, max_len, config.add_special_tokens), max_len, model_id)
+
+
+def _read_plan(tokenizer, s: _Setup, config: StatsConfig) -> _Plan:
+    texts = s.corpus.texts(config.n_samples)
+    seqs = _tokenize(tokenizer, texts, s.max_len, config.add_special_tokens)
+    if not seqs:
+        raise ValueError(f"corpus {s.corpus.description} gave no tokens")
+    return _plan(seqs, config.batch_tokens)
+
+
+def second_moments(
+    model: nn.Module,
+    tokenizer,
+    layers: int | Sequence[int],
+    config: StatsConfig | None = None,
+    progress: bool = True,
+    model_id: str | None = None,
+) -> dict[int, SecondMoment]:
+    """{layer: SecondMoment} for every requested layer; missing ones computed in ONE pass.
+
+    With config.cache, cached layers are loaded and the computed ones saved (with their count);
+    the pass checkpoints every config.checkpoint_every texts and resumes from its checkpoint.
+    `model_id` overrides the model identity in the cache key (an editor that computes C for the
+    unedited weights after editing them); by default it is golden_fast's model_identity(model).
+    """
+    config = config or StatsConfig()
+    s = _setup(model, tokenizer, layers, config, progress, model_id)
+    folder = _cache.stats_dir(s.model_id, s.key)
+    expect = {
+        "model": s.model_id, "corpus_key": s.key, "n_samples": str(config.n_samples), "dtype": config.dtype,
+    }
+    out: dict[int, SecondMoment] = {}
+    if config.cache:
+        for layer in s.layers:
+            path = _cache.layer_path(folder, layer, config.n_samples, config.dtype)
+            got = _cache.load_layer(path, {**expect, "layer": str(layer)})
+            if got is not None:
+                total, count, meta = got
+                device = next(model.parameters()).device
+                n_texts = int(meta.get("n_texts", 0))
+                out[layer] = SecondMoment(layer, total.to(device), count, n_texts, path, from_cache=True)
+    missing = [layer for layer in s.layers if layer not in out]
+    if missing:
+        plan = _read_plan(tokenizer, s, config)
+        ckpt = None
+        if config.cache and config.checkpoint_every:
+            ckpt = _Checkpoint(
+                _cache.checkpoint_path(folder, missing, config.n_samples, config.dtype),
+                {**expect, "plan": plan.digest, "layers": ",".join(map(str, missing))},
+                config.checkpoint_every,
+            )
+        t0 = time.perf_counter()
+        desc = f"stats L{missing[0]}" + (f"-{missing[-1]} ({len(missing)})" if len(missing) > 1 else "")
+        sums, counts = _accumulate(
+            model, tokenizer, missing, plan, config.torch_dtype, True, ckpt, progress, desc
+        )
+        seconds = time.perf_counter() - t0
+        for layer in missing:
+            sm = _finish(layer, sums[layer], counts[layer], plan.n_texts)
+            if config.cache:
+                sm.path = _cache.layer_path(folder, layer, config.n_samples, config.dtype)
+                _cache.save_layer(sm.path, sm.sum, sm.count, {
+                    **expect, "layer": str(layer), "n_texts": str(plan.n_texts), "max_length": str(s.max_len),
+                    "corpus": s.corpus.description, "seconds": f"{seconds:.2f}",
+                    "layers_in_pass": ",".join(map(str, missing)),
+                })
+            out[layer] = sm
+        if ckpt is not None:
+            ckpt.path.unlink(missing_ok=True)
+    return {layer: out[layer] for layer in s.layers}
+
+
+def per_layer_second_moments(
+    model: nn.Module,
+    tokenizer,
+    layers: int | Sequence[int],
+    config: StatsConfig | None = None,
+    progress: bool = True,
+) -> dict[int, SecondMoment]:
+    """The anchors' way, for comparison and benchmarks: for each layer separately, a full forward
+    pass (no early stop, logits included) over the same batches, accumulating that layer only.
+    Never cached. Same tokens as `second_moments`, so counts are equal and sums agree to rounding.
+    """
+    config = config or StatsConfig()
+    s = _setup(model, tokenizer, layers, config, progress, None)
+    plan = _read_plan(tokenizer, s, config)
+    out = {}
+    for layer in s.layers:
+        sums, counts = _accumulate(model, tokenizer, [layer], plan, config.torch_dtype, False, None, progress,
+                                   f"stats L{layer} (full pass)")
+        out[layer] = _finish(layer, sums[layer], counts[layer], plan.n_texts)
+    return out
+
+
+@overload
+def get_second_moment(model: nn.Module, tokenizer, layer: int, config: StatsConfig | None = ...,
+                      progress: bool = ..., model_id: str | None = ...) -> SecondMoment: ...
+@overload
+def get_second_moment(model: nn.Module, tokenizer, layer: Sequence[int], config: StatsConfig | None = ...,
+                      progress: bool = ..., model_id: str | None = ...) -> dict[int, SecondMoment]: ...
+def get_second_moment(model, tokenizer, layer, config=None, progress=True, model_id=None):
+    """The cached accessor for editors: a SecondMoment for one layer, {layer: SecondMoment} for a
+    sequence of layers (all missing ones computed in one pass)."""
+    got = second_moments(model, tokenizer, layer, config, progress, model_id)
+    if isinstance(layer, int) and not isinstance(layer, bool):
+        return got[layer]
+    return got
+
+
+def layer_stats(
+    model: nn.Module, tokenizer, layer: int, config: StatsConfig | None = None, progress: bool = True
+) -> SecondMoment:
+    """ROME's name (rome/layer_stats.py) for the cached second moment of one layer."""
+    return second_moments(model, tokenizer, layer, config, progress)[layer]
