@@ -418,17 +418,25 @@ def per_layer_second_moments(
 
 @overload
 def get_second_moment(model: nn.Module, tokenizer, layer: int, config: StatsConfig | None = ...,
-                      progress: bool = ..., model_id: str | None = ...) -> SecondMoment: ...
+                      progress: bool = ..., model_id: str | None = ...,
+                      layers: Sequence[int] | None = ...) -> SecondMoment: ...
 @overload
 def get_second_moment(model: nn.Module, tokenizer, layer: Sequence[int], config: StatsConfig | None = ...,
-                      progress: bool = ..., model_id: str | None = ...) -> dict[int, SecondMoment]: ...
-def get_second_moment(model, tokenizer, layer, config=None, progress=True, model_id=None):
+                      progress: bool = ..., model_id: str | None = ...,
+                      layers: Sequence[int] | None = ...) -> dict[int, SecondMoment]: ...
+def get_second_moment(model, tokenizer, layer, config=None, progress=True, model_id=None, layers=None):
     """The cached accessor for editors: a SecondMoment for one layer, {layer: SecondMoment} for a
-    sequence of layers (all missing ones computed in one pass)."""
-    got = second_moments(model, tokenizer, layer, config, progress, model_id)
-    if isinstance(layer, int) and not isinstance(layer, bool):
-        return got[layer]
-    return got
+    sequence of layers. Every missing layer of `layer` and `layers` (the other layers the caller
+    will ask for next, e.g. all of MEMIT's) is computed in the same single pass.
+
+    An editor that edits weights between calls must pass `model_id` (model_identity of the
+    unedited model, taken before the first edit): the identity follows the weights, so otherwise
+    the second call misses the cache and computes C on the edited model.
+    """
+    single = isinstance(layer, int) and not isinstance(layer, bool)
+    wanted = [layer] if single else list(layer)
+    got = second_moments(model, tokenizer, sorted({*wanted, *(layers or ())}), config, progress, model_id)
+    return got[layer] if single else {w: got[w] for w in wanted}
 
 
 def layer_stats(
