@@ -98,12 +98,42 @@ def test_unsupported_architecture_lists_supported():
     "model_type, cfg_kwargs",
     [
         ("gptj", dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=8, vocab_size=50, n_positions=64)),
-        ("gpt_neox", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                          vocab_size=50, max_position_embeddings=64)),
-        ("qwen2", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                       intermediate_size=64, vocab_size=50, max_position_embeddings=64)),
-        ("gemma2", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                        head_dim=8, intermediate_size=64, vocab_size=50, max_position_embeddings=64)),
+        (
+            "gpt_neox",
+            dict(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=64,
+                vocab_size=50,
+                max_position_embeddings=64,
+            ),
+        ),
+        (
+            "qwen2",
+            dict(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=64,
+                vocab_size=50,
+                max_position_embeddings=64,
+            ),
+        ),
+        (
+            "gemma2",
+            dict(
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=8,
+                intermediate_size=64,
+                vocab_size=50,
+                max_position_embeddings=64,
+            ),
+        ),
     ],
 )
 def test_other_families_reproduce_module(model_type, cfg_kwargs):

@@ -15,10 +15,18 @@ from golden_fast.models import TINY_NAMES, get_adapter, load_model
 from golden_fast.tokens import subject_last_token
 
 REQUESTS = [
-    EditRequest(prompt="The mother tongue of {} is", subject="Danielle Darrieux", target_new="English",
-                ground_truth="French"),
-    EditRequest(prompt="{} is located in", subject="Eiffel Tower", target_new="Rome, Italy", ground_truth="Paris"),
-    EditRequest(prompt="Toko Yasuda plays the", subject="Toko Yasuda", target_new="piano", ground_truth="guitar"),
+    EditRequest(
+        prompt="The mother tongue of {} is",
+        subject="Danielle Darrieux",
+        target_new="English",
+        ground_truth="French",
+    ),
+    EditRequest(
+        prompt="{} is located in", subject="Eiffel Tower", target_new="Rome, Italy", ground_truth="Paris"
+    ),
+    EditRequest(
+        prompt="Toko Yasuda plays the", subject="Toko Yasuda", target_new="piano", ground_truth="guitar"
+    ),
 ]
 FAST = dict(context_template_length_params=[[3, 2]], v_num_grad_steps=5)
 REL = 1e-6
@@ -71,6 +79,7 @@ def _apply_into(adapter):
     def apply(layer, U, V):
         with torch.no_grad():
             adapter.down_weight(layer).add_(U.to(torch.float64) @ V.to(torch.float64).T)
+
     return apply
 
 
@@ -131,7 +140,9 @@ def test_mass_editors_match_formula(model64, method):
     n = len(REQUESTS)
     for i, l in enumerate(layers):
         K = torch.stack([_k_star(model, a, l, r, templates) for r in REQUESTS]).T  # (m, n)
-        H = torch.stack([_module_io(model, a, layers[-1], r.template, r.subject, site="out")[1] for r in REQUESTS])
+        H = torch.stack(
+            [_module_io(model, a, layers[-1], r.template, r.subject, site="out")[1] for r in REQUESTS]
+        )
         R = (Z - H).T / (len(layers) - i)
         if method == "memit":
             ref = R @ K.T @ torch.linalg.inv(lam * Cs[l] + K @ K.T)
@@ -154,7 +165,10 @@ def test_fast_and_full_target_optimisation_agree(tiny):
 
     name, model, tok = tiny
     templates = ["{}", "The capital is. {}", "I think that the world is big. {}"]
-    for site, cfg in [("mlp.down.out", ROMEConfig(v_num_grad_steps=6)), ("out", MEMITConfig(v_num_grad_steps=6))]:
+    for site, cfg in [
+        ("mlp.down.out", ROMEConfig(v_num_grad_steps=6)),
+        ("out", MEMITConfig(v_num_grad_steps=6)),
+    ]:
         fast = optimise_targets(model, tok, REQUESTS, 1, site, templates, cfg, prefix_reuse=True)
         full = optimise_targets(model, tok, REQUESTS, 1, site, templates, cfg, prefix_reuse=False)
         torch.testing.assert_close(fast.init, full.init, rtol=1e-5, atol=1e-5)
@@ -170,7 +184,9 @@ def test_target_optimisation_lowers_nll():
     from golden_fast.edit.values import optimise_targets
 
     model, tok = load_model("tiny-llama")
-    cfg = ROMEConfig(v_num_grad_steps=15, v_weight_decay=0.0, kl_factor=0.0, clamp_norm_factor=100.0, v_lr=0.5)
+    cfg = ROMEConfig(
+        v_num_grad_steps=15, v_weight_decay=0.0, kl_factor=0.0, clamp_norm_factor=100.0, v_lr=0.5
+    )
     res = optimise_targets(model, tok, REQUESTS, 2, "mlp.down.out", ["{}"], cfg)
     for curve in res.loss_curves:
         assert curve[-1] < 0.5 * curve[0]

