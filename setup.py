@@ -31,7 +31,11 @@ def _extensions() -> tuple[list, dict]:
     if not cpp:
         return [], {}
     openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
-    cxx = ["-O3", "-std=c++17", *openmp]
+    # No -std flag: BuildExtension adds the standard this torch's headers need (C++20 for 2.13);
+    # forcing -std=c++17 makes them warn (bit-field initialisers) and may break on the next torch.
+    # -ffp-contract=off: GCC fuses a*b+c into FMA by default in C++, and only where the instruction
+    # set has one, so the AVX2/AVX-512 and baseline kernels (csrc/simd.h) would round differently.
+    cxx = ["-O3", "-ffp-contract=off", *openmp]
     if torch.version.cuda and cpp_extension.CUDA_HOME and cu:
         ext = cpp_extension.CUDAExtension(
             "golden_fast._C",
@@ -41,7 +45,7 @@ def _extensions() -> tuple[list, dict]:
         )
     else:
         if cu:
-            print("golden-fast: torch has no CUDA (or CUDA_HOME unset): CUDA sources skipped", file=sys.stderr)
+            print("golden-fast: no CUDA in torch or no CUDA_HOME: CUDA sources skipped", file=sys.stderr)
         ext = cpp_extension.CppExtension(
             "golden_fast._C", cpp, extra_compile_args={"cxx": cxx}, extra_link_args=openmp
         )

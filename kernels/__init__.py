@@ -1,0 +1,36 @@
+"""Triton kernels of golden-fast, installed as `golden_fast.kernels` (STYLE B1).
+
+`kernels/<stem>.py` holds the Triton kernel and launcher of the op declared in
+`golden_fast/ops/<stem>.py`, registered with `@<op>.impl("triton", devices=("cuda",),
+available=triton_status)`. The dispatcher imports it the first time the op runs, so this package
+must stay cheap to import: no triton import and no GPU probe at this level. A `kernels/<stem>.py`
+that fails to import (triton missing) turns into the reason shown by `golden_fast.ops.report()`.
+
+On a machine without a GPU, Triton kernels can still be tested under `TRITON_INTERPRET=1` on small
+shapes (STYLE B4); skip bf16 `tl.dot` there.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+__all__ = ["triton_status"]
+
+
+@functools.cache
+def triton_status() -> tuple[bool, str]:
+    """(usable, reason) for Triton kernels: triton importable and a CUDA device, or the interpreter.
+
+    Called lazily by the dispatcher (never at import), once per process.
+    """
+    if importlib.util.find_spec("triton") is None:
+        return False, "triton is not installed (pip install 'golden-fast[triton]')"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True, "triton interpreter (TRITON_INTERPRET=1)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, "no CUDA device visible (torch.cuda.is_available() is False)"
+    return True, f"triton on {torch.cuda.get_device_name()}"
