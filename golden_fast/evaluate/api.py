@@ -84,6 +84,7 @@ def evaluate(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     chunk_size: int | None = None,
     backend: str | None = None,
+    route: str = "batched",
     fluency_tokens: int = 100,
     fluency_top_k: int = 5,
     fluency_batch_size: int = 16,
@@ -102,6 +103,8 @@ def evaluate(
         fluency: also sample continuations and measure n-gram entropy (slow).
         batch_size, max_tokens: rows and padded tokens per forward pass.
         chunk_size, backend: passed to the `token_logprobs` op.
+        route: `score_spans` route; "per-record" and "full-logits" are the baselines the
+            benchmark compares with (same numbers, slower / more memory).
         fluency_tokens, fluency_top_k, fluency_batch_size, seed: the fluency sampler.
         n_boot: bootstrap draws for the summary intervals (seed: `seed`).
         model_name: for the report header (default: the model's name_or_path).
@@ -123,7 +126,14 @@ def evaluate(
                 knowedit.register_locality(req, table)  # predictions are recorded in every report
             except ValueError as exc:  # a target that tokenises to nothing: name the request
                 raise ValueError(f"{req.ref}: {exc}") from None
-        table.run(model, batch_size=batch_size, max_tokens=max_tokens, chunk_size=chunk_size, backend=backend)
+        table.run(
+            model,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            chunk_size=chunk_size,
+            backend=backend,
+            route=route,
+        )
         t_score = time.perf_counter() - t0
 
         pre_predictions = pre.predictions if pre is not None else None
@@ -151,6 +161,7 @@ def evaluate(
         "batch_size": batch_size,
         "max_tokens": max_tokens,
         "chunk_size": chunk_size,
+        "route": route,
         "scoring_seconds": round(t_score, 3),
         "total_seconds": round(time.perf_counter() - t0, 3),
         "torch": torch.__version__,

@@ -20,7 +20,7 @@ import torch
 from golden_fast.data import EditRequest, Probe
 from golden_fast.evaluate import EvalReport, evaluate, score_spans
 from golden_fast.models import get_adapter
-from golden_fast.tokens import target_span
+from golden_fast.tokens import TargetSpan, target_span
 
 TIE = 1e-4
 LONG = (
@@ -247,6 +247,11 @@ def test_score_spans_matches_unpadded_forward(tiny):
         ("The year was", "1984"),
         ("x", "!?"),
         ("He said", "(yes)"),
+        # shared prompts: a span whose inputs are a prefix of another's is scored inside that row
+        ("The capital is", "Paris"),
+        ("The capital is", "Paris, France"),
+        ("The capital is", "Rome"),
+        ("The year was", "19"),
     ]
     spans = [target_span(tok, p, a) for p, a in pairs]
     # prompts of very different lengths share batches; a pair input (prompt ids, target ids) works too
@@ -263,6 +268,25 @@ def test_score_spans_matches_unpadded_forward(tiny):
                 assert margin < TIE, f"{name}: argmax {mine} != {theirs} with margin {margin}"
                 ties += 1
     print(f"{name}: {ties} near-tie argmax difference(s)")
+
+
+def test_merge_prefixes_covers_every_span():
+    import random
+
+    from golden_fast.evaluate.scoring import _merge_prefixes
+
+    rng = random.Random(0)
+    spans = []
+    for _ in range(300):
+        ids = [rng.randrange(4) for _ in range(rng.randrange(2, 8))]
+        start = rng.randrange(1, len(ids))
+        spans.append(TargetSpan(ids, start, rng.randrange(start + 1, len(ids) + 1)))
+    rows, row_of = _merge_prefixes(spans)
+    for s, r in zip(spans, row_of):  # every span's inputs lie at the start of its row
+        assert list(rows[r][: s.end - 1]) == s.ids[: s.end - 1]
+    for a in rows:  # and no row is a prefix of another: nothing runs twice
+        assert not any(b != a and b[: len(a)] == a for b in rows)
+    assert len(rows) < len({tuple(s.ids[: s.end - 1]) for s in spans})
 
 
 def test_digits_and_space_sensitive_targets(tiny):

@@ -1,0 +1,189 @@
+"""Shared benchmark helpers (STYLE B6): provenance, timing percentiles, peak memory, results CSV.
+
+Benchmarks are scripts, never imported by the library. Each ends with one JSON line and
+appends long-format rows (one per measured quantity) to bench/results/<device-slug>.csv,
+so benchmarks with different columns can share a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+_CSV_FIELDS = ("timestamp", "bench", "name", "value", "unit", "device", "torch", "commit", "details")
+
+
+# ---- provenance --------------------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: str | torch.device = "cpu") -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+
+
+def device_slug(device: str | torch.device = "cpu") -> str:
+    """File-name-safe device id: the GPU name, or the CPU model plus its thread count."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu-{cpu_name()}-{torch.get_num_threads()}t"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def provenance(device: str | torch.device = "cpu") -> dict[str, Any]:
+    import transformers
+
+    return {
+        "device": device_name(device),
+        "device_slug": device_slug(device),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "commit": git_commit(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+# ---- timing ------------------------------------------------------------------------------------
+
+
+def percentiles(times: list[float]) -> dict[str, float]:
+    """p20 / p50 / p80 of a list of seconds (one sample: all three equal)."""
+    if len(times) == 1:
+        return {"p20": times[0], "p50": times[0], "p80": times[0]}
+    q = statistics.quantiles(times, n=10, method="inclusive")  # deciles
+    return {"p20": q[1], "p50": statistics.median(times), "p80": q[7]}
+
+
+def time_call(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, sync: bool = False) -> list[float]:
+    """Wall-clock seconds of `repeats` calls after `warmup` calls (for runs of seconds, where
+    perf_counter is precise enough; torch.utils.benchmark suits microsecond kernels)."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        if sync and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if sync and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+# ---- peak memory (CPU) ---------------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def rss_bytes() -> int | None:
+    """Resident set size now (Linux /proc), in bytes."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's resident high-water mark (VmHWM, also ru_maxrss) of this process.
+
+    Linux >= 4.0: writing "5" to /proc/self/clear_refs. Returns False where unsupported; the
+    peak then includes everything since the process started (model loading included).
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int | None:
+    """Resident high-water mark since start or the last reset_peak_rss(), in bytes."""
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib * 1024
+
+
+# ---- results -----------------------------------------------------------------------------------
+
+
+def append_results(
+    bench: str,
+    rows: list[tuple[str, float, str]],
+    prov: Mapping[str, Any],
+    details: Mapping[str, Any] | None = None,
+) -> Path:
+    """Append (name, value, unit) rows to bench/results/<device-slug>.csv; returns the path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{prov['device_slug']}.csv"
+    new = not path.exists()
+    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(_CSV_FIELDS))
+        if new:
+            w.writeheader()
+        for name, value, unit in rows:
+            w.writerow(
+                {
+                    "timestamp": stamp,
+                    "bench": bench,
+                    "name": name,
+                    "value": value,
+                    "unit": unit,
+                    "device": prov["device"],
+                    "torch": prov["torch"],
+                    "commit": prov["commit"],
+                    "details": json.dumps(details or {}, sort_keys=True),
+                }
+            )
+    return path
