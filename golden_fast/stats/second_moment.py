@@ -254,7 +254,10 @@ def _accumulate(
         acc = sums[layer]
 
         def fn(keys: torch.Tensor) -> torch.Tensor:  # keys (B, T, m)
-            mom2_update(acc, keys, mask_now[0])
+            mask = mask_now[0]
+            if mask is not None and keys.shape[:-1] != mask.shape:
+                mask = mask.reshape(-1)  # an MLP that flattens tokens first: keys (B*T, m)
+            mom2_update(acc, keys, mask)
             return keys  # unchanged: the forward pass is not affected
 
         return fn

@@ -127,7 +127,7 @@ def test_truncation_to_max_length(llama, corpus):
 
 
 def test_early_stop_skips_upper_layers(llama, corpus):
-    """Layers above the deepest requested one never run (and the head neither)."""
+    """Blocks above the deepest requested layer never run."""
     model, tok = llama
     a = get_adapter(model)
     ran = []
