@@ -19,9 +19,10 @@ NLL is frozen (its row restored after each step) while the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -117,6 +118,20 @@ def _log_probs_at(adapter, hidden: torch.Tensor, rows_idx: torch.Tensor, cols_id
     return torch.log_softmax(logits, dim=-1)
 
 
+@contextlib.contextmanager
+def frozen_weights(model) -> Iterator[None]:
+    """Turn off weight gradients for the duration: only delta is optimised, and a backward
+    into every weight (the embedding and head included) would cost more than the forward."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def optimise_targets(
     model,
     tok,
@@ -130,11 +145,12 @@ def optimise_targets(
 ) -> TargetResult:
     """Optimise one delta per request at `site` of `layer` ("mlp.down.out" for ROME's v*,
     "out" for MEMIT's z). Returns deltas and initial values; v* = init + delta."""
-    results = [
-        _optimise_group(model, tok, requests[i : i + group_size], layer, site, templates, hp,
-                        hp.prefix_reuse if prefix_reuse is None else prefix_reuse)
-        for i in range(0, len(requests), group_size)
-    ]
+    with frozen_weights(model):
+        results = [
+            _optimise_group(model, tok, requests[i : i + group_size], layer, site, templates, hp,
+                            hp.prefix_reuse if prefix_reuse is None else prefix_reuse)
+            for i in range(0, len(requests), group_size)
+        ]
     return TargetResult(
         torch.cat([r.delta for r in results]),
         torch.cat([r.init for r in results]),
