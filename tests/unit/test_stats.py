@@ -110,8 +110,8 @@ def test_matches_direct_computation_and_drops_padding(tiny, corpus):
         torch.testing.assert_close(s.mean(), s.sum / count)
 
 
-def test_float32_default_close_to_float64(tiny, corpus):
-    _, model, tok = tiny
+def test_float32_default_close_to_float64(llama, corpus):
+    model, tok = llama
     f32 = second_moments(model, tok, [1], _cfg(corpus), progress=False)[1]
     f64 = second_moments(model, tok, [1], _cfg(corpus, dtype="float64"), progress=False)[1]
     assert f32.dtype == torch.float32 and f32.count == f64.count
