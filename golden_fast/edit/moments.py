@@ -32,11 +32,14 @@ class Moments:
         """C from the statistics cache (computed on first use, all layers of hp in one pass)."""
         if not hp.mom2_adjustment:
             return cls(None)
+        from golden_fast.models.identity import model_identity
         from golden_fast.stats import StatsConfig, get_second_moment
 
         cfg = StatsConfig(corpus=hp.mom2_dataset, n_samples=hp.mom2_n_samples, dtype=hp.mom2_dtype)
         layers = list(hp.layers)
-        return cls(lambda l: get_second_moment(model, tok, l, cfg, layers=layers).mean())
+        # C belongs to the unedited model: key the cache by its identity, taken now
+        mid = model_identity(model)
+        return cls(lambda l: get_second_moment(model, tok, l, cfg, layers=layers, model_id=mid).mean())
 
     def C(self, layer: int, dim: int) -> torch.Tensor:
         if layer not in self._C:
