@@ -12,9 +12,9 @@ from _reference_check import assert_close_to_reference
 
 from golden_fast.ops.mom2 import mom2_update, symmetrize_upper
 
-# (T, m): normal, odd, a single row, no rows, m = 1, tall, wide, and m >= 512 where the cpp
-# backend splits the triangle into row panels (even and odd widths)
-SHAPES = [(64, 128), (37, 96), (1, 8), (0, 8), (5, 1), (300, 33), (7, 200), (40, 700), (3, 771)]
+# (T, m): normal, odd, a single row, no rows, m = 1, tall, wide, and m >= 1024 where the cpp
+# backend splits the triangle into row panels (test_panels below covers many panels on small m)
+SHAPES = [(64, 128), (37, 96), (1, 8), (0, 8), (5, 1), (300, 33), (7, 200), (17, 1100)]
 MASKS = ["none", "random", "int"]
 # (keys, acc): float32 keys, bf16 keys (a bf16 model), and the float64 accumulation option
 DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.float32), (torch.float32, torch.float64)]
@@ -110,6 +110,21 @@ def test_mom2_update_accumulates_over_calls(backend, backend_device):
 def test_mom2_update_rejects_bad_inputs(backend, acc, keys, mask, match):
     with pytest.raises(ValueError, match=match):
         mom2_update(acc, keys, mask, backend=backend)
+
+
+@pytest.mark.parametrize("min_rows, m", [(8, 37), (8, 64), (4, 9), (1, 5)])
+def test_cpp_many_panels_match_reference(monkeypatch, min_rows, m):
+    """Many row panels (narrow, uneven last one) on small matrices: the panel bookkeeping covers
+    every element of the upper triangle exactly once."""
+    import golden_fast.ops.mom2 as mom2
+
+    monkeypatch.setattr(mom2, "_PANEL_MIN_ROWS", min_rows)
+    assert mom2._panels(m) > 1
+    keys, acc0, mask = _inputs(50, m, torch.float32, torch.float32, "random")
+    out = mom2.mom2_update_cpp(acc0.clone(), keys, mask)
+    ref = mom2.mom2_update_torch(acc0.clone(), keys, mask)
+    truth = mom2.mom2_update_torch(acc0.double(), keys.double(), mask)
+    assert_close_to_reference(out.triu(), truth.triu().float(), ref.triu())
 
 
 def test_symmetrize_upper_rebuilds_the_full_matrix():
