@@ -59,14 +59,13 @@ def conventions(
     }
     if "knowedit" in suites:
         out.update(knowedit.CONVENTIONS)
-        if fluency:
-            out["fluency"] = (
-                f"{fluency_tokens} sampled tokens (top-k {top_k}, seed {seed}, EOS suppressed) after each "
-                "generation prompt (or the filled prompt when there are none); "
-                "per text (2/3 H2 + 4/3 H3) / 2, "
-                "H_n = entropy (bits) of word n-gram frequencies, regex word tokenizer, prompt included; "
-                "mean over texts; not x100"
-            )
+    if fluency:  # KnowEdit's fluency and ROME's generation entropy are the same measure
+        out["fluency"] = (
+            f"{fluency_tokens} sampled tokens (top-k {top_k}, seed {seed}, EOS suppressed) after each "
+            "generation prompt (or the filled prompt when there are none); per text (2/3 H2 + 4/3 H3) / 2, "
+            "H_n = entropy (bits) of word n-gram frequencies, regex word tokenizer, prompt included; "
+            "mean over texts; not x100"
+        )
     if "counterfact" in suites:
         out.update(counterfact.CONVENTIONS)
     return out
@@ -100,7 +99,7 @@ def evaluate(
         pre: a report from the unedited model (its locality predictions are reused);
             None: this model is the reference and locality is absent.
         suites: any of "knowedit", "counterfact".
-        fluency: also sample continuations and measure n-gram entropy (slow).
+        fluency: also sample continuations and measure n-gram entropy (slow; any suite).
         batch_size, max_tokens: rows and padded tokens per forward pass.
         chunk_size, backend: passed to the `token_logprobs` op.
         route: `score_spans` route; "per-record" and "full-logits" are the baselines the
@@ -145,7 +144,7 @@ def evaluate(
                 for metric, (value, n) in SUITES[s].compute(req, table, pre_predictions).items():
                     rows.append(MetricRow(pos, req.index, req.case_id, metric, float(value), int(n)))
 
-        if fluency and "knowedit" in suites:
+        if fluency:
             rows += _fluency_rows(
                 model, tokenizer, requests, fluency_tokens, fluency_top_k, seed, fluency_batch_size
             )

@@ -22,8 +22,10 @@ __all__ = ["EvalReport", "MetricRow", "MetricSummary", "METRIC_ORDER", "suite_of
 
 # display order; also the source of truth for which suite a metric belongs to
 _SUITE_METRICS = {
-    "knowedit": (*knowedit.METRICS, "fluency"),
+    "knowedit": knowedit.METRICS,
     "counterfact": counterfact.METRICS,
+    # KnowEdit's fluency and ROME's generation entropy: one measure, asked for apart from the suites
+    "generation": ("fluency",),
 }
 METRIC_ORDER: tuple[str, ...] = tuple(m for ms in _SUITE_METRICS.values() for m in ms)
 
@@ -235,8 +237,21 @@ class EvalReport:
             "predictions": self.predictions,
             "n_boot": self.n_boot,
             "seed": self.seed,
-            "pre": self.pre.to_dict() if self.pre is not None else None,
+            # one level only: a chain of reports (each the pre of the next) must not nest forever
+            "pre": self.pre._without_pre().to_dict() if self.pre is not None else None,
         }
+
+    def _without_pre(self) -> EvalReport:
+        return EvalReport(
+            self.rows,
+            self.suites,
+            self.conventions,
+            self.predictions,
+            self.meta,
+            None,
+            self.n_boot,
+            self.seed,
+        )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvalReport:

@@ -74,3 +74,6 @@ def test_fluency_rows_only_when_asked(tiny):
     assert rep.value(0, "fluency") == pytest.approx((ngram_entropy(texts[0]) + ngram_entropy(texts[1])) / 2)
     assert rep.value(1, "fluency") == pytest.approx(ngram_entropy(texts[2]))
     assert "fluency" in rep.conventions
+    # fluency belongs to no single suite: ROME's generation entropy is the same measure
+    cf = evaluate(model, tok, reqs, suites=("counterfact",), fluency=True, fluency_tokens=10, seed=4)
+    assert cf.values("fluency") == rep.values("fluency")
