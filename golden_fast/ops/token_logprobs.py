@@ -26,6 +26,10 @@ Contract:
 
 The torch reference is this chunked computation itself; the issue "Native speed" adds
 a fused kernel behind the same name.
+
+Import it as `from golden_fast.ops.token_logprobs import token_logprobs` (or
+`golden_fast.ops.get_op("token_logprobs")`): this module has the op's name, so once it is
+imported, the attribute `golden_fast.ops.token_logprobs` is the module, not the op.
 """
 
 from __future__ import annotations
