@@ -12,8 +12,9 @@ After timing, all layers of both routes are compared again.
 
 The corpus is the offline fallback (texts sampled from the model, cached after the first run)
 unless --corpus names a file or directory. The one-pass route is timed with the automatic mom2
-backend and with the torch reference; the per-layer route once per layer (its p20/p50/p80 are
-over layers).
+backend (cpp on the CPU) and with the torch reference, alternately, its runs spread evenly among
+the full passes of the per-layer route: on a shared machine the load drifts over the minutes the
+per-layer route takes. The per-layer route's p20/p50/p80 are over layers.
 
     python bench/bench_stats.py                                  # smollm2-135m, 30 layers, 16 x 128
     python bench/bench_stats.py --n-texts 64 --max-length 256    # the issue's size (long on 2 cores)
@@ -61,7 +62,8 @@ def main() -> int:
     p.add_argument("--max-length", type=int, default=128, help="tokens per text (sampled texts: this long)")
     p.add_argument("--batch-tokens", type=int, default=4096)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--repeats", type=int, default=2, help="timed runs of the one-pass route per backend")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed runs of the one-pass route per backend, spread over the run (default 3)")
     p.add_argument(
         "--baseline-layers",
         type=int,
@@ -102,36 +104,46 @@ def main() -> int:
         return 1
     print(f"check: layers {check_layers} on {small.n_samples} texts agree (max rel err {err:.1e})")
 
-    # 2. one pass, all layers: automatic backend (cpp on the CPU) and the torch reference
+    # 2 + 3. Timing. The machine's load drifts over the minutes the anchors' route takes, so the
+    # one-pass runs (automatic mom2 backend, cpp on the CPU, and the torch reference, alternated)
+    # are spread evenly among the full passes instead of all being run first.
     op = get_op("mom2_update")
-    one_pass: dict[str, list[float]] = {}
-    result = {}
-    for backend in ("auto", "torch"):
-        name = op.choose("cpu") if backend == "auto" else backend
-        with use_backend(backend):
-            times = _common.time_call(
-                lambda: result.__setitem__("one", second_moments(model, tok, layers, cfg, progress=False)),
-                repeats=args.repeats,
-                warmup=1 if backend == "auto" else 0,
-            )
-        one_pass[name] = times
-        print(f"one pass [{name}]: " + ", ".join(f"{t:.1f}s" for t in times), flush=True)
-    one = result["one"]
-    n_tokens, n_texts = one[layers[0]].count, one[layers[0]].n_texts
-
-    # 3. the anchors' route: one full pass per layer
+    auto = op.choose("cpu")
     timed = layers
     if args.baseline_layers and args.baseline_layers < len(layers):
         k = args.baseline_layers
         timed = sorted({layers[round(i * (len(layers) - 1) / max(1, k - 1))] for i in range(k)})
+    reps = max(1, args.repeats)
+    # before full pass i for i in `slots` (len(timed) = after the last one)
+    slots = [round(r * len(timed) / max(1, reps - 1)) for r in range(reps)] if reps > 1 else [0]
+    one_pass: dict[str, list[float]] = {auto: [], "torch": []}
+    result = {}
+
+    def time_one_pass(backend: str) -> None:
+        with use_backend(backend):
+            t0 = time.perf_counter()
+            result["one"] = second_moments(model, tok, layers, cfg, progress=False)
+            one_pass[backend].append(time.perf_counter() - t0)
+        print(f"one pass, {len(layers)} layers [mom2 {backend}]: {one_pass[backend][-1]:.1f}s", flush=True)
+
+    with use_backend(auto):
+        second_moments(model, tok, layers, cfg, progress=False)  # warm-up
     per_pass, per = [], {}
-    for layer in timed:
+    for i in range(len(timed) + 1):
+        for _ in range(slots.count(i)):
+            for backend in (auto, "torch") if len(per_pass) % 2 == 0 else ("torch", auto):
+                time_one_pass(backend)
+        if i == len(timed):
+            break
+        layer = timed[i]
         t0 = time.perf_counter()
         per.update(per_layer_second_moments(model, tok, [layer], cfg, progress=False))
         per_pass.append(time.perf_counter() - t0)
         print(f"full pass, layer {layer:2d}: {per_pass[-1]:.1f}s", flush=True)
     extrapolated = len(timed) < len(layers)
     per_layer_total = sum(per_pass) * len(layers) / len(timed)
+    one = result["one"]
+    n_tokens, n_texts = one[layers[0]].count, one[layers[0]].n_texts
 
     # 4. both routes agree on every layer timed
     err_all, same_all = max_rel_err({k: one[k] for k in per}, per)
@@ -139,7 +151,6 @@ def main() -> int:
         print(f"FAIL: after timing, one pass != per-layer passes (counts {same_all}, err {err_all:.2e})")
         return 1
 
-    auto = op.choose("cpu")
     t_one = _common.percentiles(one_pass[auto])
     t_ref = _common.percentiles(one_pass["torch"])
     t_per = _common.percentiles(per_pass)

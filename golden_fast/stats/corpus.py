@@ -43,10 +43,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -97,7 +98,9 @@ def _slug(name: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-    """A resolved corpus: `texts(n)` returns its first n texts (fewer if it has fewer).
+    """A resolved corpus: `iter_texts(n)` yields its first n texts (fewer if it has fewer), and
+    `texts(n)` lists them. Streaming matters for Wikipedia: 100,000 whole articles are gigabytes
+    of text, of which only the first max_length tokens each are kept.
 
     `fingerprint` identifies the source (see the module doc); `name` is for humans and paths.
     """
@@ -106,10 +109,13 @@ class Corpus:
     name: str
     fingerprint: str
     description: str
-    _load: Callable[[int], list[str]] = dataclasses.field(repr=False, compare=False)
+    _load: Callable[[int], Iterable[str]] = dataclasses.field(repr=False, compare=False)
+
+    def iter_texts(self, n: int) -> Iterator[str]:
+        return itertools.islice(iter(self._load(n)), n)
 
     def texts(self, n: int) -> list[str]:
-        return self._load(n)
+        return list(self.iter_texts(n))
 
 
 def corpus_key(corpus: Corpus, max_length: int, add_special_tokens: bool) -> str:
@@ -179,15 +185,9 @@ def _local_corpus(root: Path, field: str) -> Corpus:
         stamp.append((p.relative_to(base).as_posix(), st.st_size, st.st_mtime_ns))
     fingerprint = _hash({"kind": "local", "path": str(root), "files": stamp, "field": field})
 
-    def load(n: int) -> list[str]:
-        out: list[str] = []
+    def load(n: int) -> Iterator[str]:
         for p in files:
-            it = read_txt(p) if p.suffix == ".txt" else read_jsonl(p, field)
-            for text in it:
-                out.append(text)
-                if len(out) >= n:
-                    return out
-        return out
+            yield from read_txt(p) if p.suffix == ".txt" else read_jsonl(p, field)
 
     kind = "dir" if root.is_dir() else "file"
     desc = f"{kind} {root} ({len(files)} file{'s' if len(files) != 1 else ''})"
@@ -203,7 +203,7 @@ def _hf_corpus(name: str, seed: int) -> Corpus:
     fingerprint = _hash({"kind": "hf", "path": path, "config": config, "split": split, "seed": seed,
                          "buffer": _HF_SHUFFLE_BUFFER})
 
-    def load(n: int) -> list[str]:
+    def load(n: int) -> Iterator[str]:
         try:
             import datasets
         except ImportError:
@@ -211,22 +211,30 @@ def _hf_corpus(name: str, seed: int) -> Corpus:
                 f"corpus {name!r} needs the Hugging Face `datasets` package (pip install datasets) "
                 f"and network access to the hub; {_OFFLINE_HINT}"
             ) from None
-        out: list[str] = []
         try:
             ds = datasets.load_dataset(path, config, split=split, streaming=True)
             ds = ds.shuffle(seed=seed, buffer_size=_HF_SHUFFLE_BUFFER)
-            for rec in ds:
-                text = (rec.get("text") or "").strip()
-                if text:
-                    out.append(text)
-                    if len(out) >= n:
-                        break
+            it = iter(ds)
         except Exception as exc:  # hub unreachable, dataset renamed...: one clear error
             raise CorpusUnavailableError(
                 f"could not stream {path} ({config}, {split}) for corpus {name!r}: "
                 f"{type(exc).__name__}: {exc}; {_OFFLINE_HINT}"
             ) from exc
-        return out
+        kept = 0
+        while kept < n:
+            try:
+                rec = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:  # the connection dropped mid-stream
+                raise CorpusUnavailableError(
+                    f"streaming {path} ({config}, {split}) failed after {kept} texts: "
+                    f"{type(exc).__name__}: {exc}; {_OFFLINE_HINT}"
+                ) from exc
+            text = (rec.get("text") or "").strip()
+            if text:
+                kept += 1
+                yield text
 
     return Corpus("hf", name, fingerprint, f"Hugging Face {path} ({config}, {split}), seed {seed}", load)
 

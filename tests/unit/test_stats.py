@@ -126,6 +126,20 @@ def test_truncation_to_max_length(llama, corpus):
     _close(out.sum, truth[1], 1e-5)
 
 
+def test_long_texts_are_cut_before_tokenising_without_changing_tokens(llama):
+    _, tok = llama
+    texts = [
+        " ".join(["Paris is the capital of France."] * 40),  # 1,279 characters, cut to 32 x 8
+        "=" * 600 + " Paris",  # few tokens per character: the cut is too short, tokenised again whole
+        "",
+        "Rome",
+    ]
+    got = sm._tokenize(tok, iter(texts), 8, True)
+    want = [tok(t, truncation=True, max_length=8)["input_ids"] for t in texts]
+    assert [g.tolist() for g in got] == [w for w in want if w]
+    assert all(g.dtype == torch.int32 for g in got)
+
+
 def test_early_stop_skips_upper_layers(llama, corpus):
     """Blocks above the deepest requested layer never run."""
     model, tok = llama
