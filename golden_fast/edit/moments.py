@@ -78,6 +78,9 @@ class Moments:
     ) -> torch.Tensor:
         """(scale C + ridge I + extra)^-1 B, float64. `extra` (e.g. K K^T) is not cached."""
         dim = B.shape[0]
+        if self.source is None and extra is None:  # C = I: nothing to factorise
+            self.last_condition = 1.0
+            return B.to(torch.float64) / (scale + ridge)
         key = (layer, scale, ridge)
         if extra is None and key in self._factor:
             (kind, F), cond = self._factor[key], self._cond[key]
