@@ -25,8 +25,9 @@ m = 1536: 67% of the flops). Each element is the same T-long dot product as in t
 with MKL (torch's CPU BLAS) the result is bitwise equal to it. Panels are at least 512 rows wide
 (narrower GEMMs lose more to overhead than they save), so for m < 1024 it is the reference's
 single GEMM. Measured on 2 shared CPU cores (m = 1536 / 2048, T = 1024..4096, the sizes of a
-stats batch): 1.2-1.5x faster than one addmm_; in the stats pass of bench/bench_stats.py
-(SmolLM2, 30 layers) it turns a 17.9x speedup over the per-layer route into 23.7x.
+stats batch): 1.2-1.5x faster than one addmm_. In bench/bench_stats.py (SmolLM2, 30 layers, 1,883
+tokens, runs interleaved) the whole one pass took 13.6 s with it and 15.1 s with the reference
+(p50; on that shared machine the p20-p80 spread is as large as the gain).
 
 BLAS ?syrk through scipy (one triangle, half the flops) was tried and rejected: OpenBLAS's syrk
 accumulates with 2-3x the float32 error of MKL's GEMM (it fails the 2x-the-reference rule of
