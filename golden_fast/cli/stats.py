@@ -34,7 +34,8 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
             raise CLIError(f"bad layer list {spec!r}: expected e.g. 0-29, 3,5,7 or all", code=2) from None
     bad = sorted(x for x in out if not 0 <= x < n_layers)
     if bad:
-        raise CLIError(f"layers {bad} out of range: the model has {n_layers} layers (0-{n_layers - 1})", code=2)
+        raise CLIError(f"layers {bad} out of range: the model has {n_layers} layers (0-{n_layers - 1})",
+                       code=2)
     return sorted(out)
 
 
