@@ -62,7 +62,8 @@ def main() -> int:
     print(f"{'cached safetensors load':28s} {percentiles(cached)['p50']:8.2f}   (p20 {percentiles(cached)['p20']:.2f}, "
           f"p80 {percentiles(cached)['p80']:.2f})")
     if gguf_t:
-        print(f"{'GGUF de-quantising load':28s} {gguf_t[0]:8.2f}   speedup {gguf_t[0] / percentiles(cached)['p50']:.1f}x")
+        ratio = gguf_t[0] / percentiles(cached)["p50"]
+        print(f"{'GGUF de-quantising load':28s} {gguf_t[0]:8.2f}   speedup {ratio:.1f}x")
     print(f"top-1 after 'The capital of France is': {answer!r}")
     details = {"model": args.model, "repeats": args.repeats, "answer": answer}
     if not args.no_csv:

@@ -28,7 +28,7 @@ import torch
 
 from golden_fast.hooks import capture, layers_from, patch
 from golden_fast.models import get_adapter
-from golden_fast.tokens import encode_batch, fill, subject_last_token, target_span
+from golden_fast.tokens import fill, subject_last_token, target_span
 
 from .base import EditError
 from .context import with_prompt

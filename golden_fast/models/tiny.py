@@ -58,7 +58,7 @@ def _train(tk: Tokenizer, vocab_size: int, specials: list[str], alphabet: list[s
     return tk
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tokenizer_json(family: str) -> str:
     if family == "gpt2":
         tk = Tokenizer(models.BPE())

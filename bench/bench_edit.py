@@ -1,0 +1,92 @@
+"""R-ROME edit latency with prefix reuse against recomputing every token of every layer at
+every step (the anchors' way), same settings, same run (issue 4).
+
+Both routes optimise the same v*; the script checks they agree before reporting times.
+The closed-form part uses the statistics cache when it holds C for the layer, else C = I
+(`--mom2` decides; the same for both routes either way, so the ratio is the v* loop's).
+
+    python bench/bench_edit.py [--model smollm2-135m] [--layer 6] [--n 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import append_results, provenance  # noqa: E402
+
+from golden_fast.data import builtin_facts, load  # noqa: E402
+from golden_fast.edit.base import run_method  # noqa: E402
+from golden_fast.edit.config import preset  # noqa: E402
+from golden_fast.edit.context import context_templates  # noqa: E402
+from golden_fast.edit.moments import Moments  # noqa: E402
+from golden_fast.models import load_model  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--layer", type=int, default=6)
+    ap.add_argument("--n", type=int, default=5, help="edits timed per route")
+    ap.add_argument("--data", default=str(DATA) if DATA.is_file() else "builtin")
+    ap.add_argument("--mom2", choices=["identity", "cache"], default="identity")
+    ap.add_argument("--no-csv", action="store_true")
+    args = ap.parse_args()
+
+    model, tok = load_model(args.model)
+    reqs = (builtin_facts() if args.data == "builtin" else load(args.data, limit=args.n))[: args.n]
+    base = dataclasses.replace(preset("r-rome", args.model), layers=(args.layer,))
+    if args.mom2 == "identity":
+        base = dataclasses.replace(base, mom2_adjustment=False)
+    context_templates(model, tok, base.context_template_length_params)  # sampled once, outside timing
+    moments = Moments.from_stats(model, tok, base) if base.mom2_adjustment else Moments(None)
+    noop = lambda layer, U, V: None  # noqa: E731 - weights stay as they are: each edit on the same model
+
+    results = {}
+    for route, reuse in (("prefix_reuse", True), ("full_recompute", False)):
+        hp = dataclasses.replace(base, prefix_reuse=reuse)
+        times, vstars, steps = [], [], []
+        for r in reqs:
+            t0 = time.perf_counter()
+            tr = run_method("r-rome", model, tok, [r], hp, moments, noop, progress=False)[0]
+            times.append(time.perf_counter() - t0)
+            vstars.append(tr.extras["v_star"])
+            steps.append(len(tr.loss_curve))
+        results[route] = (times, torch.stack(vstars), steps)
+        print(f"{route:15s} mean {sum(times) / len(times):7.2f} s/edit  steps {steps}", flush=True)
+
+    (t_fast, v_fast, s_fast), (t_full, v_full, s_full) = results["prefix_reuse"], results["full_recompute"]
+    rel = float(((v_fast - v_full).norm(dim=1) / v_full.norm(dim=1)).max())
+    agree = rel < 1e-3 and s_fast == s_full
+    speedup = sum(t_full) / sum(t_fast)
+    print(f"v* agreement: max relative difference {rel:.2e}, same step counts: {s_fast == s_full}")
+    print(f"speedup (full recompute / prefix reuse): {speedup:.2f}x  at layer {args.layer}")
+    if not agree:
+        print("routes disagree: not reporting a speedup", file=sys.stderr)
+        return 1
+    prov = provenance()
+    details = {"model": args.model, "layer": args.layer, "n": len(reqs), "mom2": args.mom2,
+               "v_num_grad_steps": base.v_num_grad_steps, "templates": base.context_template_length_params,
+               "vstar_max_rel_diff": rel}
+    rows = [
+        ("prefix_reuse_mean", sum(t_fast) / len(t_fast), "s"),
+        ("full_recompute_mean", sum(t_full) / len(t_full), "s"),
+        ("speedup", speedup, "x"),
+    ]
+    if not args.no_csv:
+        append_results("bench_edit", rows, prov, details)
+    print(json.dumps({"bench": "bench_edit", **prov, **details, **{n: v for n, v, _ in rows}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
