@@ -189,4 +189,5 @@ def test_target_optimisation_lowers_nll():
     )
     res = optimise_targets(model, tok, REQUESTS, 2, "mlp.down.out", ["{}"], cfg)
     for curve in res.loss_curves:
-        assert curve[-1] < 0.5 * curve[0]
+        assert all(b <= a + 1e-6 for a, b in zip(curve, curve[1:]))
+        assert curve[-1] < curve[0] - 0.02
