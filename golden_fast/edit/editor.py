@@ -327,13 +327,7 @@ class Editor:
         if self._moments is None:
             from golden_fast.edit.moments import Moments
 
-            s = self.stats
-            if isinstance(s, Moments):
-                self._moments = s
-            elif s is None:
-                self._moments = Moments.from_stats(self.model, self.tokenizer, self.hparams)
-            else:
-                self._moments = Moments(s)
+            self._moments = Moments.resolve(self.stats, self.model, self.tokenizer, self.hparams)
         return self._moments
 
     def _apply(self, journal: EditJournal, layer: int, u: torch.Tensor, v: torch.Tensor, who: str) -> None:

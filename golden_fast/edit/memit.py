@@ -47,11 +47,7 @@ def mass_edit(
     layers = sorted(hp.layers)
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers must be distinct, got {list(hp.layers)}")
-    moments = stats if isinstance(stats, Moments) else (
-        Moments.from_stats(model, tok, hp) if stats is None else Moments(stats)
-    )
-    if not hp.mom2_adjustment:
-        moments = Moments(None)
+    moments = Moments.resolve(stats, model, tok, hp)
     n = len(requests)
     z_layer = layers[-1]
     templates = context_templates(model, tok, hp.context_template_length_params)

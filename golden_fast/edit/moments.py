@@ -28,6 +28,16 @@ class Moments:
         self._cond: dict[tuple, float] = {}
 
     @classmethod
+    def resolve(cls, stats, model, tok, hp) -> Moments:
+        """The Moments an editor uses: `stats` as given (a Moments, a dict, a callable), the
+        statistics cache when None, and the identity whenever hp.mom2_adjustment is off."""
+        if not hp.mom2_adjustment:
+            return stats if isinstance(stats, Moments) and stats.source is None else cls(None)
+        if isinstance(stats, Moments):
+            return stats
+        return cls.from_stats(model, tok, hp) if stats is None else cls(stats)
+
+    @classmethod
     def from_stats(cls, model, tok, hp) -> Moments:
         """C from the statistics cache (computed on first use, all layers of hp in one pass)."""
         if not hp.mom2_adjustment:

@@ -32,11 +32,7 @@ def rome_updates(
         raise ValueError(f"{method} edits one layer; got layers={list(hp.layers)}")
     layer = hp.layers[0]
     adapter = get_adapter(model)
-    moments = stats if isinstance(stats, Moments) else (
-        Moments.from_stats(model, tok, hp) if stats is None else Moments(stats)
-    )
-    if not hp.mom2_adjustment:
-        moments = Moments(None)
+    moments = Moments.resolve(stats, model, tok, hp)
     templates = context_templates(model, tok, hp.context_template_length_params)
     W = adapter.down_weight(layer).detach().to(torch.float64)  # (d, m)
     b = adapter.down_bias(layer)
