@@ -23,7 +23,6 @@ The default mode is the method's own: sequential for ROME / R-ROME, batch for ME
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from golden_fast.edit.base import EditError
 from golden_fast.edit.journal import EditJournal, revert_journals
 from golden_fast.models import get_adapter
 
@@ -42,16 +42,6 @@ METHODS = ("rome", "r-rome", "memit", "emmet")
 # Methods whose batch update is solved jointly and applied layer by layer *while* computing
 # (a later layer's keys must see the earlier layer's update): their apply must act at once.
 _NATIVE_BATCH = ("memit", "emmet")
-
-# The lead's base.py defines EditError (it names the request); until it exists, a stand-in of the
-# same shape. Decided on the file's presence, not on an ImportError, so a broken base.py fails
-# loudly instead of silently swapping the exception class.
-if importlib.util.find_spec("golden_fast.edit.base") is not None:
-    from golden_fast.edit.base import EditError
-else:  # pragma: no cover - only before golden_fast/edit/base.py exists
-
-    class EditError(RuntimeError):
-        """An edit could not be made; the message names the request."""
 
 
 #: A custom method: the signature of `run_method` without its first argument. It must call
