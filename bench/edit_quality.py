@@ -1,0 +1,156 @@
+"""Edit quality on a real model (issue 4's behaviour lines), resumable part by part.
+
+Parts (results under --out, one file each; a rerun skips what is finished):
+  single-r-rome, single-rome  each request edited alone, evaluated, reverted (knowedit suite,
+                              locality against the pre-edit report); one JSONL line per request
+  batch-memit, batch-emmet    one batch of --n requests, evaluated, reverted
+  sequential                  R-ROME and ROME sequentially over --n requests: every --every edits,
+                              the rewrite accuracy of the first --every edits and the Frobenius
+                              norm of the total update (the collapse curve); the journal is saved
+                              at each checkpoint, and a rerun replays it and continues
+
+    python bench/edit_quality.py --model smollm2-135m --part single-r-rome --n 50
+    python bench/edit_quality.py --part batch-emmet --n 100
+    python bench/edit_quality.py --part sequential --n 200 --every 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from golden_fast.data import builtin_facts, load
+from golden_fast.edit import Editor
+from golden_fast.edit.config import preset
+from golden_fast.edit.journal import EditJournal, apply_journal
+from golden_fast.edit.moments import Moments
+from golden_fast.evaluate import EvalReport, evaluate
+from golden_fast.models import get_adapter, load_model
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json"
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def _summary(report: EvalReport) -> dict:
+    return {k: {"mean": s.mean, "lo": s.lo, "hi": s.hi, "n": s.n} for k, s in report.summary().items()}
+
+
+def _single(args, model, tok, reqs, pre, method, moments, out: Path) -> dict:
+    path = out / f"single-{method}.jsonl"
+    done = {json.loads(l)["position"] for l in path.read_text().splitlines()} if path.exists() else set()
+    editor = Editor(model, tok, method=method, layers=[args.layer], stats=moments, progress=False)
+    with path.open("a") as f:
+        for i, req in enumerate(reqs):
+            if i in done:
+                continue
+            t0 = time.perf_counter()
+            res = editor.edit([req])
+            post = evaluate(model, tok, [req], pre=pre)  # pre's locality predictions are keyed by text
+            res.revert()
+            row = {"position": i, "case_id": req.case_id, "seconds": time.perf_counter() - t0,
+                   "update_norm": res.traces[0].update_norm, "loss": res.traces[0].loss_curve[-1],
+                   **{m: v for m, v in post.by_request().get(0, {}).items()}}
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            print(f"{method} {i:4d} {req.case_id!s:>6} rewrite {row.get('rewrite_acc', float('nan')):.2f} "
+                  f"locality {row.get('locality', float('nan')):.2f} {row['seconds']:.1f}s", flush=True)
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    keys = sorted({k for r in rows for k in r} - {"position", "case_id"})
+    return {k: sum(r[k] for r in rows if k in r) / max(1, sum(k in r for r in rows)) for k in keys} | {"n": len(rows)}
+
+
+def _batch(args, model, tok, reqs, pre, method, moments, out: Path) -> dict:
+    path = out / f"batch-{method}-{len(reqs)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    hp = dataclasses.replace(preset(method, args.model), **({"layers": tuple(args.layers)} if args.layers else {}))
+    t0 = time.perf_counter()
+    res = Editor(model, tok, method=method, hparams=hp, stats=moments, progress=True).edit(reqs, mode="batch")
+    edit_s = time.perf_counter() - t0
+    post = evaluate(model, tok, reqs, pre=pre)
+    res.revert()
+    result = {"method": method, "n": len(reqs), "layers": list(hp.layers), "edit_seconds": edit_s,
+              "summary": _summary(post), "warnings": sorted({w for t in res.traces for w in t.warnings})}
+    _write_json(path, result)
+    return result
+
+
+def _sequential(args, model, tok, reqs, method, moments, out: Path) -> list[dict]:
+    d = out / f"sequential-{method}"
+    d.mkdir(parents=True, exist_ok=True)
+    curve_path = d / "curve.json"
+    curve = json.loads(curve_path.read_text()) if curve_path.exists() else []
+    adapter = get_adapter(model)
+    W0 = adapter.down_weight(args.layer).detach().clone()
+    # resume: replay the chunk journals saved at each checkpoint, then continue
+    for jdir in sorted(d.glob("journal-*")):
+        apply_journal(model, EditJournal.load(jdir))
+    editor = Editor(model, tok, method=method, layers=[args.layer], stats=moments, progress=False,
+                    revert_each=False)
+    start = curve[-1]["edits"] if curve else 0
+    first = reqs[: args.every]
+    for stop in range(start + args.every, len(reqs) + 1, args.every):
+        t0 = time.perf_counter()
+        res = editor.edit(reqs[stop - args.every : stop], mode="sequential")
+        res.journal.save(d / f"journal-{stop:05d}", overwrite=True)
+        rep = evaluate(model, tok, first)
+        norm = float((adapter.down_weight(args.layer).detach() - W0).double().norm())
+        curve.append({"edits": stop, "first_rewrite_acc": rep.summary()["rewrite_acc"].mean,
+                      "update_norm": norm, "seconds": time.perf_counter() - t0})
+        _write_json(curve_path, curve)
+        print(f"{method} after {stop:4d} edits: first-{args.every} rewrite {curve[-1]['first_rewrite_acc']:.3f} "
+              f"|W - W0| {norm:.2f}", flush=True)
+    with torch.no_grad():  # back to the unedited layer, bitwise, for the next method
+        adapter.down_weight(args.layer).copy_(W0)
+    return curve
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--data", default=str(DATA) if DATA.is_file() else "builtin")
+    ap.add_argument("--part", required=True,
+                    choices=["single-r-rome", "single-rome", "batch-memit", "batch-emmet", "sequential"])
+    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--layer", type=int, default=6, help="layer of the single-layer editors")
+    ap.add_argument("--layers", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                    help="layers of MEMIT/EMMET (default: the preset's)")
+    ap.add_argument("--every", type=int, default=20)
+    ap.add_argument("--identity-c", action="store_true", help="C = I instead of the statistics cache")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+
+    model, tok = load_model(args.model)
+    reqs = (builtin_facts() if args.data == "builtin" else load(args.data, limit=args.n))[: args.n]
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / "edit_quality" / args.model)
+    out.mkdir(parents=True, exist_ok=True)
+    hp0 = dataclasses.replace(preset("r-rome", args.model), mom2_adjustment=not args.identity_c)
+    moments = Moments.resolve(None, model, tok, hp0)
+    torch.manual_seed(0)
+    if args.part == "sequential":
+        result = {m: _sequential(args, model, tok, reqs, m, moments, out) for m in ("r-rome", "rome")}
+    else:
+        pre_path = out / f"pre-{len(reqs)}.json"
+        pre = EvalReport.from_json(pre_path) if pre_path.exists() else evaluate(model, tok, reqs)
+        pre.to_json(pre_path)
+        kind, method = args.part.split("-", 1)
+        fn = _single if kind == "single" else _batch
+        result = fn(args, model, tok, reqs, pre, method, moments, out)
+    print(json.dumps({"part": args.part, "model": args.model, "n": len(reqs), "result": result}, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
