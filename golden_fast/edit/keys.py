@@ -42,10 +42,12 @@ def keys_at_subject(
     templates: Sequence[str],
     site: str = "mlp.down",
     batch_size: int = 64,
+    per_template: bool = False,
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """{layer: (K (n, m), O (n, d))}: template-averaged inputs and outputs of the site at the
     subject's last token, averaged in float64, one row per request. site "mlp.down" gives keys k* and
-    W k* + b; site "out" gives the residual stream after the block (in and out equal then)."""
+    W k* + b; site "out" gives the residual stream after the block (in and out equal then).
+    per_template=True returns (n, T, width) instead, one row per template (no averaging)."""
     adapter = get_adapter(model)
     layers = sorted(set(layers))
     seqs, idxs = subject_rows(tok, requests, templates)
@@ -64,13 +66,15 @@ def keys_at_subject(
         for name in names:
             vals = cap[name][rows, cols].to(torch.float64)  # (chunk, width)
             sums.setdefault(name, []).append(vals)
+    def gather(name: str) -> torch.Tensor:
+        rows = torch.cat(sums[name]).view(len(requests), n_t, -1)
+        return rows if per_template else rows.mean(1)
+
     out = {}
     for l in layers:
         if site == "out":
-            v = torch.cat(sums[f"layers.{l}.out"]).view(len(requests), n_t, -1).mean(1)
+            v = gather(f"layers.{l}.out")
             out[l] = (v, v)
         else:
-            k = torch.cat(sums[f"layers.{l}.{site}.in"]).view(len(requests), n_t, -1).mean(1)
-            o = torch.cat(sums[f"layers.{l}.{site}.out"]).view(len(requests), n_t, -1).mean(1)
-            out[l] = (k, o)
+            out[l] = (gather(f"layers.{l}.{site}.in"), gather(f"layers.{l}.{site}.out"))
     return out

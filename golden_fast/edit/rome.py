@@ -41,8 +41,10 @@ def rome_updates(
     traces, updates = [], []
     it = tqdm(range(len(requests)), desc=f"{method} L{layer}", disable=not progress or len(requests) < 2)
     # keys and targets of all requests in batched passes, on the unedited weights
-    k_star = keys_at_subject(model, tok, requests, [layer], templates)[layer][0].to(torch.float64)  # (n, m)
-    k_bare = keys_at_subject(model, tok, requests, [layer], ["{}"])[layer][0].to(torch.float64)
+    # one pass gives k* (template mean) and, for rome, the bare prompt's key (template "{}")
+    keys = keys_at_subject(model, tok, requests, [layer], templates, per_template=True)[layer][0]  # (n, T, m)
+    k_star = keys.mean(1)  # (n, m) float64
+    k_bare = keys[:, templates.index("{}")] if method == "rome" else None
     tgt = optimise_targets(model, tok, requests, layer, "mlp.down.out", templates, hp)
     for i in it:
         req = requests[i]
