@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: install demo test test-fast bench lint clean
+.PHONY: install browser demo test test-fast bench lint clean
 
 $(BIN)/.installed: pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/cuda/*.cu)
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,15 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/golden-fast demo
 
-test: install
+# Debian's chromium renders the HTML report in a test; best effort (needs root and apt), the test
+# skips with the reason where it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; }; } \
+	  || echo "make browser: chromium not installed; the report rendering test will skip"; }
+
+test: install browser
 	$(BIN)/python -m pytest -q tests
 
 test-fast: install

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import peak_rss_bytes, reset_peak_rss, rss_bytes  # noqa: E402
+
 from golden_fast.data import builtin_facts, load
 from golden_fast.edit import Editor
 from golden_fast.edit.config import preset
@@ -72,16 +75,26 @@ def _single(args, model, tok, reqs, pre, method, moments, out: Path) -> dict:
 
 
 def _batch(args, model, tok, reqs, pre, method, moments, out: Path) -> dict:
-    path = out / f"batch-{method}-{len(reqs)}.json"
+    over = {"layers": tuple(args.layers)} if args.layers else {}
+    if args.mom2_update_weight is not None:
+        over["mom2_update_weight"] = args.mom2_update_weight
+    hp = dataclasses.replace(preset(method, args.model), **over)
+    tag = f"-w{hp.mom2_update_weight:g}" if "mom2_update_weight" in over else ""
+    path = out / f"batch-{method}-{len(reqs)}{tag}.json"
     if path.exists():
         return json.loads(path.read_text())
-    hp = dataclasses.replace(preset(method, args.model), **({"layers": tuple(args.layers)} if args.layers else {}))
+    rss0 = rss_bytes()
+    reset_peak_rss()
     t0 = time.perf_counter()
     res = Editor(model, tok, method=method, hparams=hp, stats=moments, progress=True).edit(reqs, mode="batch")
     edit_s = time.perf_counter() - t0
+    peak = peak_rss_bytes()
     post = evaluate(model, tok, reqs, pre=pre)
     res.revert()
     result = {"method": method, "n": len(reqs), "layers": list(hp.layers), "edit_seconds": edit_s,
+              "mom2_update_weight": hp.mom2_update_weight,
+              # peak RSS of the process during edit() beyond what it held before (model, data, C)
+              "peak_extra_mib": None if peak is None or rss0 is None else (peak - rss0) / 2**20,
               "summary": _summary(post), "warnings": sorted({w for t in res.traces for w in t.warnings})}
     _write_json(path, result)
     return result
@@ -128,6 +141,8 @@ def main() -> int:
     ap.add_argument("--layers", type=lambda s: [int(x) for x in s.split(",")], default=None,
                     help="layers of MEMIT/EMMET (default: the preset's)")
     ap.add_argument("--every", type=int, default=20)
+    ap.add_argument("--mom2-update-weight", type=float, default=None,
+                    help="MEMIT/EMMET lambda (default: the preset's); results are filed per value")
     ap.add_argument("--identity-c", action="store_true", help="C = I instead of the statistics cache")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()

@@ -79,8 +79,9 @@ SAMPLE_PREFIXES: tuple[str, ...] = (
     "We",
 )
 # Texts generated per batch of the sampled corpus. Fixed (part of the identity): the random stream
-# of batch b is seeded by (seed, b), so changing it would change the texts.
-_GEN_BATCH = 16
+# of batch b is seeded by (seed, b), so changing it would change the texts. 64, not 16: on a 2-core
+# CPU a step of 64 sequences costs 2.3x one of 16 (measured 290 vs 128 ms on SmolLM2), 1.8x the texts/s.
+_GEN_BATCH = 64
 _HF_SHUFFLE_BUFFER = 10_000
 
 
