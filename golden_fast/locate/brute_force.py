@@ -1,0 +1,313 @@
+"""Brute force (SPEC §4): for each candidate layer and each proxy request, edit the request alone with
+the chosen editor, evaluate, revert; the result is the tensor M[request, layer, metric].
+
+Resumable: with `out=DIR`, each (request, layer) result is appended to DIR/pairs.jsonl as soon as
+it is measured (one JSON line, flushed), and a later call with the same settings skips the pairs
+already there, so a long run can finish in parts and runs over different request or layer sets share
+their pairs. DIR/meta.json holds the settings (model identity, method, hyperparameters but the layer,
+statistics, suites); a call with other settings refuses the directory rather than mixing results.
+
+Locality is measured against the unedited model's predictions, computed once per call (a batched
+pass over the proxy requests, seconds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from golden_fast.models import get_adapter
+
+__all__ = ["BruteForceResult", "brute_force", "request_key"]
+
+_PAIRS = "pairs.jsonl"
+_META = "meta.json"
+
+
+def request_key(req: Any) -> str:
+    """A stable key of a request for the results file: its case_id, else a hash of its content."""
+    if getattr(req, "case_id", None) is not None:
+        return f"case:{req.case_id}"
+    blob = json.dumps(req.to_dict() | {"index": None}, sort_keys=True, default=str)
+    return "sha:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class BruteForceResult:
+    """M[request, layer, metric] (NaN where a metric is absent for a request) and the run's details.
+
+    seconds[i, j]: wall time of edit + evaluate + revert of request i at layer j (from the results
+    file, so a resumed run reports the total compute, not just its last part).
+    """
+
+    M: np.ndarray
+    layers: list[int]
+    metrics: list[str]
+    refs: list[str]
+    keys: list[str]
+    seconds: np.ndarray
+    settings: dict[str, Any]
+    pre_seconds: float
+
+    @property
+    def wall_time(self) -> float:
+        """Compute time of the whole search: every pair, plus the pre-edit evaluation."""
+        return float(self.seconds.sum() + self.pre_seconds)
+
+    def golden(self, **kwargs: Any):
+        """`golden_analysis` of M (golden layers, sample-wise optima, gaps)."""
+        from golden_fast.locate.golden import golden_analysis
+
+        return golden_analysis(self.M, self.layers, self.metrics, refs=self.refs, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layers": self.layers,
+            "metrics": self.metrics,
+            "refs": self.refs,
+            "keys": self.keys,
+            "M": [[[None if np.isnan(v) else float(v) for v in row] for row in mat] for mat in self.M],
+            "seconds": self.seconds.tolist(),
+            "settings": self.settings,
+            "pre_seconds": self.pre_seconds,
+        }
+
+
+def _editor_spec(editor: Any) -> tuple[str, Any, Any]:
+    """(method, hparams, stats) from None | a method name | a mapping of Editor arguments."""
+    if editor is None:
+        return "r-rome", None, None
+    if isinstance(editor, str):
+        return editor, None, None
+    if isinstance(editor, Mapping):
+        unknown = sorted(set(editor) - {"method", "hparams", "stats"})
+        if unknown:
+            raise ValueError(f"brute force: unknown editor key(s) {unknown}; known: method, hparams, stats")
+        return editor.get("method", "r-rome"), editor.get("hparams"), editor.get("stats")
+    raise TypeError(f"brute force: editor must be None, a method name or a mapping, got {type(editor).__name__}")
+
+
+def _hparams_fingerprint(hp: Any) -> dict[str, Any]:
+    d = hp.to_dict() if hasattr(hp, "to_dict") else dataclasses.asdict(hp)
+    d.pop("layers", None)
+    return json.loads(json.dumps(d, default=str))
+
+
+def _stats_fingerprint(stats: Any, hp: Any) -> str:
+    if not getattr(hp, "mom2_adjustment", True):
+        return "identity (mom2_adjustment off)"
+    if stats is None and not hasattr(hp, "mom2_adjustment"):
+        return "none given (custom method)"
+    if stats is None:
+        return f"statistics cache ({hp.mom2_dataset}, {hp.mom2_n_samples} samples, {hp.mom2_dtype})"
+    if isinstance(stats, Mapping):
+        return "given: " + ",".join(
+            f"{k}:{hashlib.sha256(torch.as_tensor(v).double().numpy().tobytes()).hexdigest()[:12]}"
+            for k, v in sorted(stats.items())
+        )
+    source = getattr(stats, "source", stats)
+    return "identity" if source is None else f"given {type(stats).__name__}"
+
+
+def _read_pairs(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    lines = path.read_text().splitlines()
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines) - 1:  # a line torn by an interrupted write: that pair runs again
+                continue
+            raise ValueError(f"{path}: line {n + 1} is not JSON") from None
+        done[(row["key"], int(row["layer"]))] = row
+    return done
+
+
+def _check_meta(out: Path, meta: dict[str, Any]) -> None:
+    path = out / _META
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+        if diff:
+            raise ValueError(
+                f"{out}: results there were made with other settings ({', '.join(diff)} differ: "
+                + "; ".join(f"{k}: stored {old.get(k)!r}, now {meta.get(k)!r}" for k in diff[:3])
+                + "); use another directory"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, path)
+
+
+def brute_force(
+    model: nn.Module,
+    tokenizer: Any,
+    requests: Sequence[Any],
+    layers: Sequence[int] | None = None,
+    editor: Any = None,
+    *,
+    out: str | os.PathLike | None = None,
+    suites: Sequence[str] = ("knowedit",),
+    progress: bool = True,
+) -> BruteForceResult:
+    """Edit each request alone at each candidate layer, evaluate, revert; M[request, layer, metric].
+
+    Args:
+        editor: None (R-ROME with the model's preset), a method name, or a mapping with "method",
+            "hparams" (as `Editor` takes them: None, a config, overrides or a file) and "stats"
+            (as `Editor` takes them; None: the statistics cache, computed for every candidate layer
+            in one pass).
+        out: directory for the resumable results (None: nothing saved).
+        suites: evaluation suites (`golden_fast.evaluate`); metrics are whatever they report.
+    """
+    from golden_fast.data import EditRequest
+    from golden_fast.edit import Editor
+    from golden_fast.edit.moments import Moments
+    from golden_fast.evaluate import evaluate
+    from golden_fast.models.identity import model_identity
+
+    adapter = get_adapter(model)
+    layers = list(range(adapter.n_layers)) if layers is None else [int(x) for x in layers]
+    if not layers or len(set(layers)) != len(layers):
+        raise ValueError(f"brute force: need distinct candidate layers, got {layers}")
+    requests = list(requests)
+    if not requests:
+        raise ValueError("brute force: no proxy request")
+    for r in requests:
+        if not isinstance(r, EditRequest):
+            raise TypeError(f"brute force: requests must be EditRequests, got {type(r).__name__}")
+        if r.target_new is None:
+            raise ValueError(f"{r.ref}: field 'target_new' is missing; brute force edits it in")
+    keys = [request_key(r) for r in requests]
+    seen: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k in seen:
+            raise ValueError(f"{requests[i].ref}: the same request as position {seen[k]} ({k})")
+        seen[k] = i
+
+    method, hparams, stats = _editor_spec(editor)
+    # resolves the method's hyperparameters (preset, overrides, file) once, for every layer
+    first = Editor(model, tokenizer, method, layers=[layers[0]], hparams=hparams, stats=stats, progress=False)
+    hp_all = dataclasses.replace(first.hparams, layers=tuple(layers))
+    # one Moments for every layer: from the cache, all candidate layers are computed in one pass
+    # (a custom method without mom2_adjustment gets `stats` as given)
+    moments = Moments.resolve(stats, model, tokenizer, hp_all) if hasattr(hp_all, "mom2_adjustment") else stats
+    meta = {
+        "model": model_identity(model),
+        "method": first.method,
+        "hparams": _hparams_fingerprint(first.hparams),
+        "stats": _stats_fingerprint(stats, first.hparams),
+        "suites": list(suites),
+    }
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    pairs_path = None
+    if out is not None:
+        out = Path(out)
+        _check_meta(out, meta)
+        pairs_path = out / _PAIRS
+        done = _read_pairs(pairs_path)
+
+    todo = [(i, layer) for i in range(len(requests)) for layer in layers if (keys[i], layer) not in done]
+    t0 = time.perf_counter()
+    pre = evaluate(model, tokenizer, requests, suites=suites) if todo else None
+    pre_seconds = time.perf_counter() - t0
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc=f"brute force ({first.method})", unit="edit")
+    editors: dict[int, Any] = {}
+    f = pairs_path.open("a") if pairs_path is not None else None
+    try:
+        for i, layer in todo:
+            req = requests[i]
+            ed = editors.get(layer)
+            if ed is None:
+                ed = editors[layer] = Editor(
+                    model, tokenizer, method, layers=[layer], hparams=hparams, stats=moments, progress=False
+                )
+            t1 = time.perf_counter()
+            res = ed.edit([req])
+            try:
+                post = evaluate(model, tokenizer, [req], pre=pre, suites=suites)
+            finally:
+                res.revert()
+            row = {
+                "key": keys[i],
+                "layer": layer,
+                "ref": req.ref,
+                "metrics": post.by_request().get(0, {}),
+                "seconds": time.perf_counter() - t1,
+                "update_norm": res.traces[0].update_norm if res.traces else None,
+                "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", [])}),
+            }
+            done[(keys[i], layer)] = row
+            if f is not None:
+                f.write(json.dumps(row, default=float) + "\n")
+                f.flush()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{req.ref} @ {layer}")
+    finally:
+        if f is not None:
+            f.close()
+        if bar is not None:
+            bar.close()
+
+    metrics: list[str] = []
+    for i in range(len(requests)):
+        for layer in layers:
+            for m in done[(keys[i], layer)]["metrics"]:
+                if m not in metrics:
+                    metrics.append(m)
+    if not metrics:
+        raise ValueError("brute force: the evaluation reported no metric for any request")
+    M = np.full((len(requests), len(layers), len(metrics)), np.nan)
+    seconds = np.zeros((len(requests), len(layers)))
+    for i in range(len(requests)):
+        for j, layer in enumerate(layers):
+            row = done[(keys[i], layer)]
+            seconds[i, j] = float(row["seconds"])
+            for k, m in enumerate(metrics):
+                v = row["metrics"].get(m)
+                if v is not None:
+                    M[i, j, k] = float(v)
+    settings = meta | {"layers": layers, "n_requests": len(requests)}
+    return BruteForceResult(M, layers, metrics, [r.ref for r in requests], keys, seconds, settings, pre_seconds)
+
+
+def brute_scores(result: BruteForceResult, top_k: int = 1, n_boot: int = 2000, seed: int = 0):
+    """`LayerScores` of a brute-force run: scores = mean "overall" per layer (its golden layer)."""
+    from golden_fast.locate.scores import LayerScores
+
+    rep = result.golden(n_boot=n_boot, seed=seed)
+    variants = {m: rep.mean_by_layer[m] for m in rep.metrics}
+    return LayerScores.build(
+        "brute",
+        result.layers,
+        variants,
+        "overall",
+        tukey_k=None,
+        top_k=top_k,
+        wall_time=result.wall_time,
+        settings=result.settings,
+        n_requests=len(result.keys),
+        n_used=len(result.keys),
+        extra={"golden": rep.to_dict(), "brute_force": result.to_dict()},
+    )
