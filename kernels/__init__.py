@@ -16,7 +16,25 @@ import functools
 import importlib.util
 import os
 
-__all__ = ["triton_status"]
+__all__ = ["interpreting", "triton_devices", "triton_status"]
+
+
+def interpreting() -> bool:
+    """TRITON_INTERPRET=1: `@triton.jit` builds interpreted kernels (numpy, CPU tensors).
+
+    Triton decides this when a kernel is *decorated*, i.e. when kernels/<stem>.py is imported, so
+    the variable must be set before that import (tests do it in a child process).
+    """
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def triton_devices() -> tuple[str, ...]:
+    """Device types of the Triton backends: CUDA, plus the CPU when the interpreter runs them.
+
+    On the CPU the automatic order (cpp > torch) never picks "triton"; only an explicit request does,
+    which is how tests/ops run every op test against the interpreted kernels.
+    """
+    return ("cuda", "cpu") if interpreting() else ("cuda",)
 
 
 @functools.cache
@@ -27,7 +45,7 @@ def triton_status() -> tuple[bool, str]:
     """
     if importlib.util.find_spec("triton") is None:
         return False, "triton is not installed (pip install 'golden-fast[triton]')"
-    if os.environ.get("TRITON_INTERPRET") == "1":
+    if interpreting():
         return True, "triton interpreter (TRITON_INTERPRET=1)"
     import torch
 

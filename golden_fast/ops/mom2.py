@@ -33,6 +33,13 @@ BLAS ?syrk through scipy (one triangle, half the flops) was tried and rejected: 
 accumulates with 2-3x the float32 error of MKL's GEMM (it fails the 2x-the-reference rule of
 tests/_reference_check.py for T >= 300), and its own thread pool fights torch's for the cores
 (8x slower than addmm_ at m = 128 under load).
+
+"triton" (kernels/mom2.py, CUDA): one program per tile of the upper triangle, masked rows never read,
+16-bit keys multiplied exactly on the tensor cores with float32 sums; TF32 is never used.
+
+mom2_update_many(accs, keys, mask=None) -> accs is the same update for every layer of one batch,
+stacked: accs (L, m, m), keys (L, ..., m), one mask. The Triton backend does all layers in one
+launch (a single layer's tiles fill a GPU poorly: 78 tiles for m = 1536); on the CPU it loops.
 """
 
 from __future__ import annotations
@@ -41,15 +48,26 @@ import torch
 
 from golden_fast.ops import declare
 
-__all__ = ["mom2_update", "mom2_update_cpp", "mom2_update_torch", "symmetrize_upper"]
+__all__ = [
+    "check_mom2_args",
+    "check_mom2_many_args",
+    "mom2_update",
+    "mom2_update_cpp",
+    "mom2_update_many",
+    "mom2_update_many_cpp",
+    "mom2_update_many_torch",
+    "mom2_update_torch",
+    "symmetrize_upper",
+]
 
 mom2_update = declare("mom2_update", mutates=("acc",))
+mom2_update_many = declare("mom2_update_many", mutates=("accs",))
 
 _ACC_DTYPES = (torch.float32, torch.float64)
 
 
-def _rows(acc: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Check shapes and return the kept rows as a contiguous (T, m) tensor in acc's dtype."""
+def check_mom2_args(acc: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None) -> None:
+    """Validate one (acc, keys, mask) per the contract (shared by every backend); raises ValueError."""
     if acc.dim() != 2 or acc.shape[0] != acc.shape[1]:
         raise ValueError(f"mom2_update: acc must be square (m, m); got {list(acc.shape)}")
     if acc.dtype not in _ACC_DTYPES:
@@ -62,13 +80,18 @@ def _rows(acc: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None) -> t
         )
     if not keys.is_floating_point():
         raise ValueError(f"mom2_update: keys must be floating point; got {keys.dtype}")
+    if mask is not None and tuple(mask.shape) != tuple(keys.shape[:-1]):
+        raise ValueError(
+            f"mom2_update: mask must have the keys' leading shape {list(keys.shape[:-1])}; "
+            f"got {list(mask.shape)}"
+        )
+
+
+def _rows(acc: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Check shapes and return the kept rows as a contiguous (T, m) tensor in acc's dtype."""
+    check_mom2_args(acc, keys, mask)
     k = keys.reshape(-1, keys.shape[-1])  # (T, m)
     if mask is not None:
-        if tuple(mask.shape) != tuple(keys.shape[:-1]):
-            raise ValueError(
-                f"mom2_update: mask must have the keys' leading shape {list(keys.shape[:-1])}; "
-                f"got {list(mask.shape)}"
-            )
         keep = mask.reshape(-1)
         k = k[keep if keep.dtype == torch.bool else keep != 0]  # gather: a copy of the kept rows only
     return k.to(acc.dtype).contiguous()
@@ -120,3 +143,47 @@ def mom2_update_cpp(
         acc[i : i + step, i:].addmm_(kt[i : i + step], k[:, i:])  # (s, m - i)
     return acc
 
+
+
+# -- several layers at once ------------------------------------------------------------------------
+def check_mom2_many_args(accs: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None) -> None:
+    """Validate mom2_update_many's stacked arguments (shared by every backend); raises ValueError."""
+    if accs.dim() != 3 or accs.shape[1] != accs.shape[2]:
+        raise ValueError(f"mom2_update_many: accs must be stacked (L, m, m); got {list(accs.shape)}")
+    if keys.dim() < 2 or keys.shape[0] != accs.shape[0]:
+        raise ValueError(
+            f"mom2_update_many: keys must be (L, ..., m) with L = {accs.shape[0]}; got keys {list(keys.shape)}"
+        )
+    if not accs.is_contiguous():
+        raise ValueError("mom2_update_many: accs must be contiguous (it is written in place)")
+    # one layer checks them all (stacked: same shapes and dtypes); with L = 0, shapes on the meta device
+    L = accs.shape[0]
+    acc = accs[0] if L else torch.empty(accs.shape[1:], dtype=accs.dtype, device="meta")
+    check_mom2_args(acc, keys[0] if L else torch.empty(keys.shape[1:], dtype=keys.dtype, device="meta"), mask)
+
+
+@mom2_update_many.reference
+@torch.no_grad()
+def mom2_update_many_torch(accs: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """mom2_update_many(accs, keys, mask=None) -> accs
+
+    mom2_update on every layer of one batch: accs[l] += keys[l][mask]ᵀ keys[l][mask] for each l, with
+    mom2_update's contract per layer (upper triangle only, acc's dtype, in place, returns accs).
+    accs (L, m, m) float32/float64 contiguous -- e.g. one buffer whose accs[l] are the per-layer sums;
+    keys (L, ..., m) any floating dtype and strides; mask the keys' shape without L and m (the
+    batch's tokens are the same at every layer) or None. The Triton backend updates all L layers in
+    one launch (the grid's third axis); elsewhere it is a loop over mom2_update.
+    """
+    check_mom2_many_args(accs, keys, mask)
+    for layer in range(accs.shape[0]):
+        mom2_update_torch(accs[layer], keys[layer], mask)  # accs[layer] is a contiguous view: in place
+    return accs
+
+
+@mom2_update_many.impl("cpp", devices=("cpu",), available=lambda: (True, _CPP_REASON))
+@torch.no_grad()
+def mom2_update_many_cpp(accs: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    check_mom2_many_args(accs, keys, mask)
+    for layer in range(accs.shape[0]):
+        mom2_update_cpp(accs[layer], keys[layer], mask)
+    return accs

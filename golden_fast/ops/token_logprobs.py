@@ -38,13 +38,43 @@ import torch
 
 from golden_fast.ops import declare
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "token_logprobs", "token_logprobs_torch"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "check_token_logprobs_args", "token_logprobs", "token_logprobs_torch"]
 
 # 16,384 columns x a few hundred scored positions x 4 bytes is a few MiB per chunk:
 # large enough that the matmul is efficient, small enough to be negligible next to weights.
 DEFAULT_CHUNK_SIZE = 16384
 
 token_logprobs = declare("token_logprobs")
+
+
+def check_token_logprobs_args(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> int:
+    """Validate per the contract (shared by every backend) and return the chunk size; raises ValueError.
+
+    Reads the targets' range, so on a GPU it waits for them (one small device-to-host copy).
+    """
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"expected hidden (N, d) and weight (V, d), got {tuple(hidden.shape)}, {tuple(weight.shape)}"
+        )
+    if targets.shape != hidden.shape[:1]:
+        raise ValueError(f"targets must be (N,) = ({hidden.shape[0]},), got {tuple(targets.shape)}")
+    N, V = hidden.shape[0], weight.shape[0]
+    if bias is not None and tuple(bias.shape) != (V,):
+        raise ValueError(f"bias must be (V,) = ({V},), got {tuple(bias.shape)}")
+    if N and (int(targets.min()) < 0 or int(targets.max()) >= V):
+        raise ValueError(
+            f"target ids must lie in [0, {V}), got range [{int(targets.min())}, {int(targets.max())}]"
+        )
+    C = int(chunk_size or DEFAULT_CHUNK_SIZE)
+    if C <= 0:
+        raise ValueError(f"chunk_size must be positive, got {C}")
+    return C
 
 
 @token_logprobs.reference
@@ -56,20 +86,8 @@ def token_logprobs_torch(
     softcap: float | None = None,
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"expected hidden (N, d) and weight (V, d), got {tuple(hidden.shape)}, {tuple(weight.shape)}"
-        )
-    if targets.shape != hidden.shape[:1]:
-        raise ValueError(f"targets must be (N,) = ({hidden.shape[0]},), got {tuple(targets.shape)}")
+    C = check_token_logprobs_args(hidden, weight, targets, bias, chunk_size)
     N, V = hidden.shape[0], weight.shape[0]
-    if N and (int(targets.min()) < 0 or int(targets.max()) >= V):
-        raise ValueError(
-            f"target ids must lie in [0, {V}), got range [{int(targets.min())}, {int(targets.max())}]"
-        )
-    C = int(chunk_size or DEFAULT_CHUNK_SIZE)
-    if C <= 0:
-        raise ValueError(f"chunk_size must be positive, got {C}")
     h = hidden.float()  # (N, d)
     targets = targets.long()
     target_logit = torch.empty(N, dtype=torch.float32, device=h.device)

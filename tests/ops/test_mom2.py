@@ -10,14 +10,19 @@ import pytest
 import torch
 from _reference_check import assert_close_to_reference
 
-from golden_fast.ops.mom2 import mom2_update, symmetrize_upper
+from golden_fast.ops.mom2 import mom2_update, mom2_update_many, symmetrize_upper
 
 # (T, m): normal, odd, a single row, no rows, m = 1, tall, wide, and m >= 1024 where the cpp
 # backend splits the triangle into row panels (test_panels below covers many panels on small m)
 SHAPES = [(64, 128), (37, 96), (1, 8), (0, 8), (5, 1), (300, 33), (7, 200), (17, 1100)]
 MASKS = ["none", "random", "int"]
-# (keys, acc): float32 keys, bf16 keys (a bf16 model), and the float64 accumulation option
-DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.float32), (torch.float32, torch.float64)]
+# (keys, acc): float32 keys, bf16 / fp16 keys (a 16-bit model), and the float64 accumulation option
+DTYPES = [
+    (torch.float32, torch.float32),
+    (torch.bfloat16, torch.float32),
+    (torch.float16, torch.float32),
+    (torch.float32, torch.float64),
+]
 
 
 def _inputs(T, m, key_dtype, acc_dtype, mask_kind, seed=0):
@@ -110,6 +115,74 @@ def test_mom2_update_accumulates_over_calls(backend, backend_device):
 def test_mom2_update_rejects_bad_inputs(backend, acc, keys, mask, match):
     with pytest.raises(ValueError, match=match):
         mom2_update(acc, keys, mask, backend=backend)
+
+
+@pytest.mark.op_backends("mom2_update")
+@pytest.mark.parametrize("key_dtype", [torch.float32, torch.float16])
+def test_mom2_update_never_reads_padding_rows(backend, backend_device, key_dtype):
+    """Masked-out rows may hold anything (NaN, inf): they must not reach acc (no 0 * NaN)."""
+    keys, acc0, mask = _inputs(23, 40, key_dtype, torch.float32, "random", seed=3)
+    dirty = keys.clone()
+    dirty[~mask] = float("nan")
+    dirty[~mask, ::3] = float("inf")
+    out = mom2_update(acc0.clone().to(backend_device), dirty.to(backend_device), mask.to(backend_device),
+                      backend=backend)
+    truth = mom2_update.reference(acc0.double(), keys.double(), mask)
+    baseline = mom2_update.reference(acc0.clone(), keys, mask)
+    assert_close_to_reference(out.triu(), truth.triu().float(), baseline.triu())
+
+
+# -- mom2_update_many: every layer of a batch in one call ---------------------------------------
+@pytest.mark.op_backends("mom2_update_many")
+@pytest.mark.parametrize("key_dtype, acc_dtype", DTYPES)
+@pytest.mark.parametrize("L, B, T, m", [(3, 2, 9, 50), (1, 1, 1, 8), (4, 3, 17, 70), (2, 1, 0, 8), (0, 2, 3, 8)])
+def test_mom2_update_many_is_mom2_update_per_layer(backend, backend_device, L, B, T, m, key_dtype, acc_dtype):
+    g = torch.Generator().manual_seed(L * 100 + T)
+    keys = torch.randn(L, B, T, m, generator=g).to(backend_device, key_dtype)
+    mask = (torch.rand(B, T, generator=g) < 0.7).to(backend_device)
+    acc0 = torch.randn(L, m, m, generator=g, dtype=torch.float64).to(backend_device, acc_dtype)
+    accs = acc0.clone()
+    ptr = accs.data_ptr()
+    result = mom2_update_many(accs, keys, mask, backend=backend)
+    assert result is accs and accs.data_ptr() == ptr, "mom2_update_many must write accs in place and return it"
+    for layer in range(L):
+        truth = mom2_update.reference(acc0[layer].double(), keys[layer].double(), mask)
+        baseline = mom2_update.reference(acc0[layer].clone(), keys[layer], mask)
+        assert_close_to_reference(accs[layer].triu(), truth.triu().to(acc_dtype), baseline.triu())
+    if T == 0:
+        assert torch.equal(accs, acc0)
+
+
+@pytest.mark.op_backends("mom2_update_many")
+def test_mom2_update_many_strided_keys(backend, backend_device):
+    # keys gathered from hooks into a (B, T, L, m) buffer and viewed as (L, B, T, m): not contiguous
+    g = torch.Generator().manual_seed(7)
+    buf = torch.randn(2, 13, 3, 40, generator=g).to(backend_device)
+    keys = buf.permute(2, 0, 1, 3)  # (L, B, T, m)
+    accs = torch.zeros(3, 40, 40, device=backend_device)
+    mom2_update_many(accs, keys, None, backend=backend)
+    for layer in range(3):
+        rows = keys[layer].reshape(-1, 40)
+        truth = rows.double().T @ rows.double()
+        baseline = mom2_update.reference(torch.zeros(40, 40, device=backend_device), rows)
+        assert_close_to_reference(accs[layer].triu(), truth.triu().float(), baseline.triu())
+
+
+@pytest.mark.op_backends("mom2_update_many")
+def test_mom2_update_many_rejects_bad_inputs(backend, backend_device):
+    z = lambda *s, **kw: torch.zeros(*s, device=backend_device, **kw)
+    with pytest.raises(ValueError, match="stacked"):
+        mom2_update_many(z(8, 8), z(3, 8), backend=backend)
+    with pytest.raises(ValueError, match="L = 2"):
+        mom2_update_many(z(2, 8, 8), z(3, 5, 8), backend=backend)
+    with pytest.raises(ValueError, match="end in m"):
+        mom2_update_many(z(2, 8, 8), z(2, 5, 7), backend=backend)
+    with pytest.raises(ValueError, match="end in m"):
+        mom2_update_many(z(0, 8, 8), z(0, 5, 7), backend=backend)  # also without layers
+    with pytest.raises(ValueError, match="leading shape"):
+        mom2_update_many(z(2, 8, 8), z(2, 5, 8), z(4, dtype=torch.bool), backend=backend)
+    with pytest.raises(ValueError, match="contiguous"):
+        mom2_update_many(z(2, 8, 16)[:, :, ::2], z(2, 5, 8), backend=backend)
 
 
 @pytest.mark.parametrize("min_rows, m", [(8, 37), (8, 64), (4, 9), (1, 5)])
