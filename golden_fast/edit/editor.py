@@ -270,6 +270,82 @@ class Editor:
         self.results.append(result)
         return result
 
+    def edit_each(
+        self,
+        requests: Any,
+        on_edit: Callable[[int, Any, EditResult], Any],
+        group_size: int = 16,
+        progress: bool | None = None,
+    ) -> list[Any]:
+        """Edit each request alone, call `on_edit(position, request, result)` while its edit is
+        applied, then revert it (bitwise). Returns the callbacks' return values, in order.
+
+        Meaning: exactly `res = edit([r]); on_edit(i, r, res); res.revert()` for every request,
+        each edit made on the weights as they are now. It is the protocol of single-edit
+        evaluation and of brute-force layer search. For ROME / R-ROME the keys and v* of a group
+        of requests are computed in one batched pass first: each depends only on the weights
+        before its own edit, which every request of the group shares, so batching changes values
+        only by float rounding (batched products), and the time a lot. Other methods run one
+        request at a time.
+
+        A request that fails raises EditError naming it; the model is then as before the call.
+        """
+        reqs = _as_requests(requests)
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+        progress = self.progress if progress is None else progress
+        out: list[Any] = []
+        if self._fn is not None or self.method not in ("rome", "r-rome"):
+            for i, req in enumerate(reqs):
+                res = self.edit([req], progress=False)
+                self.results.remove(res)  # reverted below: nothing for Editor.revert to do
+                try:
+                    out.append(on_edit(i, req, res))
+                finally:
+                    res.revert()
+            return out
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(reqs), desc=f"{self.method} each", disable=not progress or len(reqs) < 2)
+        try:
+            for start in range(0, len(reqs), group_size):
+                group = reqs[start : start + group_size]
+                t0 = time.perf_counter()
+                pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+                try:
+                    traces = self._run(group, lambda layer, u, v, into=pending: into.append(
+                        (int(layer), u.detach(), v.detach())), progress=False)
+                except Exception as exc:
+                    raise _wrap(exc, group, start, 0) from exc
+                if len(pending) != len(group) or len(traces) != len(group):
+                    raise EditError(f"{self.method}: expected one update per request, got {len(pending)}")
+                share = (time.perf_counter() - t0) / len(group)
+                for j, (req, (layer, u, v), trace) in enumerate(zip(group, pending, traces)):
+                    i = start + j
+                    t1 = time.perf_counter()
+                    journal = EditJournal(method=self.method, hparams=_hparams_dict(self.hparams),
+                                          requests=[_request_json(i, req)],
+                                          meta={"mode": "each", "batch_size": None, "layers": self.layers})
+                    try:
+                        self._apply(journal, layer, u, v, _refs([req], i))
+                    except BaseException as exc:
+                        self._rollback(journal, exc, [req], i)
+                        if not isinstance(exc, Exception):
+                            raise
+                        raise _wrap(exc, [req], i, 0) from exc
+                    journal.seal(self.model)
+                    res = EditResult(journal=journal, traces=[_reindex(trace, -j)], update_norms=journal.update_norms(),
+                                     wall_time=share + time.perf_counter() - t1, method=self.method, mode="each",
+                                     batch_size=None, requests=[req], _model=self.model)
+                    try:
+                        out.append(on_edit(i, req, res))
+                    finally:
+                        res.revert()
+                    bar.update(1)
+        finally:
+            bar.close()
+        return out
+
     def revert(self) -> None:
         """Undo every edit this Editor made that is still applied: the model ends bitwise as it was
         before the first edit(). Each layer is restored from the earliest result that touched it,
