@@ -53,22 +53,25 @@ def _summary(report: EvalReport) -> dict:
 def _single(args, model, tok, reqs, pre, method, moments, out: Path) -> dict:
     path = out / f"single-{method}.jsonl"
     done = {json.loads(l)["position"] for l in path.read_text().splitlines()} if path.exists() else set()
-    editor = Editor(model, tok, method=method, layers=[args.layer], stats=moments, progress=False)
-    with path.open("a") as f:
-        for i, req in enumerate(reqs):
-            if i in done:
-                continue
-            t0 = time.perf_counter()
-            res = editor.edit([req])
-            post = evaluate(model, tok, [req], pre=pre)  # pre's locality predictions are keyed by text
-            res.revert()
-            row = {"position": i, "case_id": req.case_id, "seconds": time.perf_counter() - t0,
-                   "update_norm": res.traces[0].update_norm, "loss": res.traces[0].loss_curve[-1],
-                   **{m: v for m, v in post.by_request().get(0, {}).items()}}
+    editor = Editor(model, tok, method=method, layers=[args.layer], hparams=dict(args.hp), stats=moments,
+                    progress=False)
+    todo = [i for i in range(len(reqs)) if i not in done]
+
+    def record(j: int, req, res) -> None:
+        # called while request todo[j]'s edit is applied; edit_each reverts it afterwards
+        i = todo[j]
+        post = evaluate(model, tok, [req], pre=pre)  # pre's locality predictions are keyed by text
+        row = {"position": i, "case_id": req.case_id, "seconds": res.wall_time,
+               "update_norm": res.traces[0].update_norm, "loss": res.traces[0].loss_curve[-1],
+               "nll": res.traces[0].extras.get("nll"),
+               **{m: v for m, v in post.by_request().get(0, {}).items()}}
+        with path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-            f.flush()
-            print(f"{method} {i:4d} {req.case_id!s:>6} rewrite {row.get('rewrite_acc', float('nan')):.2f} "
-                  f"locality {row.get('locality', float('nan')):.2f} {row['seconds']:.1f}s", flush=True)
+        print(f"{method} {i:4d} {req.case_id!s:>6} rewrite {row.get('rewrite_acc', float('nan')):.2f} "
+              f"locality {row.get('locality', float('nan')):.2f} {row['seconds']:.1f}s", flush=True)
+
+    # v* of 8 requests per batched loop (edit_each); every 8 edits are on disk before the next
+    editor.edit_each([reqs[i] for i in todo], record, group_size=8)
     rows = [json.loads(l) for l in path.read_text().splitlines()]
     keys = sorted({k for r in rows for k in r} - {"position", "case_id"})
     return {k: sum(r[k] for r in rows if k in r) / max(1, sum(k in r for r in rows)) for k in keys} | {"n": len(rows)}
@@ -78,7 +81,7 @@ def _batch(args, model, tok, reqs, pre, method, moments, out: Path) -> dict:
     over = {"layers": tuple(args.layers)} if args.layers else {}
     if args.mom2_update_weight is not None:
         over["mom2_update_weight"] = args.mom2_update_weight
-    hp = dataclasses.replace(preset(method, args.model), **over)
+    hp = dataclasses.replace(preset(method, args.model), **dict(args.hp), **over)
     tag = f"-w{hp.mom2_update_weight:g}" if "mom2_update_weight" in over else ""
     path = out / f"batch-{method}-{len(reqs)}{tag}.json"
     if path.exists():
@@ -110,8 +113,8 @@ def _sequential(args, model, tok, reqs, method, moments, out: Path) -> list[dict
     # resume: replay the chunk journals saved at each checkpoint, then continue
     for jdir in sorted(d.glob("journal-*")):
         apply_journal(model, EditJournal.load(jdir))
-    editor = Editor(model, tok, method=method, layers=[args.layer], stats=moments, progress=False,
-                    revert_each=False)
+    editor = Editor(model, tok, method=method, layers=[args.layer], hparams=dict(args.hp), stats=moments,
+                    progress=False, revert_each=False)
     start = curve[-1]["edits"] if curve else 0
     first = reqs[: args.every]
     for stop in range(start + args.every, len(reqs) + 1, args.every):
@@ -130,6 +133,15 @@ def _sequential(args, model, tok, reqs, method, moments, out: Path) -> list[dict
     return curve
 
 
+def _hp_item(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    if not key or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    import yaml
+
+    return key.strip(), yaml.safe_load(value)  # numbers, booleans and lists as YAML reads them
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -144,6 +156,9 @@ def main() -> int:
     ap.add_argument("--mom2-update-weight", type=float, default=None,
                     help="MEMIT/EMMET lambda (default: the preset's); results are filed per value")
     ap.add_argument("--identity-c", action="store_true", help="C = I instead of the statistics cache")
+    ap.add_argument("--hp", action="append", default=[], type=_hp_item, metavar="KEY=VALUE",
+                    help="override a preset field (repeatable), e.g. --hp v_weight_decay=0.1; use --out to file "
+                         "the results apart")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
