@@ -241,6 +241,31 @@ class EvalReport:
             "pre": self.pre._without_pre().to_dict() if self.pre is not None else None,
         }
 
+    @classmethod
+    def concat(cls, reports: Sequence[EvalReport], positions: Sequence[int] | None = None,
+               pre: EvalReport | None = None) -> EvalReport:
+        """One report from several (single-edit evaluation: one report per edited request).
+
+        positions: the position each report's requests take in the combined list (default: in
+        order, each report shifted by the requests before it). Suites and conventions must agree:
+        numbers measured under different conventions are not averaged together.
+        """
+        if not reports:
+            raise ValueError("concat: no reports")
+        first = reports[0]
+        for i, r in enumerate(reports[1:], 1):
+            if r.suites != first.suites or r.conventions != first.conventions:
+                raise ValueError(f"concat: report {i} was measured with other suites or conventions")
+        rows, offset = [], 0
+        for i, r in enumerate(reports):
+            n = int(r.meta.get("n_requests", 1 + max((x.position for x in r.rows), default=-1)))
+            shift = positions[i] if positions is not None else offset
+            rows += [dataclasses.replace(x, position=x.position + shift) for x in r.rows]
+            offset += n
+        meta = dict(first.meta, n_requests=offset if positions is None else 1 + max(positions))
+        return cls(rows, first.suites, first.conventions, first.predictions, meta,
+                   pre if pre is not None else first.pre, first.n_boot, first.seed)
+
     def _without_pre(self) -> EvalReport:
         return EvalReport(
             self.rows,

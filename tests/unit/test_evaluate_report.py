@@ -4,6 +4,7 @@ Built from hand-written rows, so every expected number is computed here by hand.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import statistics
 
@@ -108,3 +109,26 @@ def test_csv_rows_and_summary():
 def test_value_lookup_absent_is_none():
     rep = _report()
     assert rep.value(3, "paraphrase") is None and rep.value(0, "paraphrase") == 0.5
+
+
+def test_concat_of_single_request_reports_equals_the_whole():
+    """Single-edit evaluation gathers one report per request; concatenated they summarise like
+    one report over all requests."""
+    whole = _report()
+    suites, conv = whole.suites, whole.conventions
+    parts = [
+        EvalReport([dataclasses.replace(r, position=0) for r in whole.rows if r.position == p], suites, conv,
+                   meta={"n_requests": 1, "model": "m"})
+        for p in range(4)
+    ]
+    joined = EvalReport.concat(parts)
+    assert sorted((r.position, r.metric, r.value) for r in joined.rows) == sorted(
+        (r.position, r.metric, r.value) for r in whole.rows)
+    assert {m: s.mean for m, s in joined.summary().items()} == pytest.approx(
+        {m: s.mean for m, s in whole.summary().items()})
+    assert joined.meta["n_requests"] == 4
+    shuffled = EvalReport.concat(parts[::-1], positions=[3, 2, 1, 0])
+    assert shuffled.value(2, "rewrite_acc") == 0.0 and shuffled.value(0, "rewrite_acc") == 1.0
+    other = EvalReport([], ("knowedit",), conventions(("knowedit",), fluency=False, pre_given=False))
+    with pytest.raises(ValueError, match="other suites or conventions"):
+        EvalReport.concat([parts[0], other])
