@@ -32,6 +32,7 @@ __all__ = ["BruteForceResult", "brute_force", "request_key"]
 
 _PAIRS = "pairs.jsonl"
 _META = "meta.json"
+_PRE = "pre_seconds.json"
 
 
 def request_key(req: Any) -> str:
@@ -123,15 +124,20 @@ def _read_pairs(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
     done: dict[tuple[str, int], dict[str, Any]] = {}
     if not path.exists():
         return done
-    lines = path.read_text().splitlines()
-    for n, line in enumerate(lines):
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        # a line torn by an interrupted write: cut it off (that pair runs again), or the next row
+        # appended would be glued to it
+        keep = text[: text.rfind("\n") + 1]
+        with path.open("r+b") as f:
+            f.truncate(len(keep.encode("utf-8")))
+        text = keep
+    for n, line in enumerate(text.splitlines()):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            if n == len(lines) - 1:  # a line torn by an interrupted write: that pair runs again
-                continue
             raise ValueError(f"{path}: line {n + 1} is not JSON") from None
         done[(row["key"], int(row["layer"]))] = row
     return done
@@ -227,13 +233,19 @@ def brute_force(
     t0 = time.perf_counter()
     pre = evaluate(model, tokenizer, requests, suites=suites) if todo else None
     pre_seconds = time.perf_counter() - t0
+    if out is not None:  # counted once per directory, so a resumed run reports the same total
+        pre_path = out / _PRE
+        if pre_path.exists():
+            pre_seconds = float(json.loads(pre_path.read_text())["seconds"])
+        elif pre is not None:
+            pre_path.write_text(json.dumps({"seconds": pre_seconds}))
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc=f"brute force ({first.method})", unit="edit")
     editors: dict[int, Any] = {}
-    f = pairs_path.open("a") if pairs_path is not None else None
+    f = pairs_path.open("a", encoding="utf-8") if pairs_path is not None else None
     try:
         for i, layer in todo:
             req = requests[i]
