@@ -1,4 +1,5 @@
-// rank1_apply on CPU: weight += alpha * (sum of n rank-one terms), in place.
+// rank1_apply / rank1_apply_many on CPU: weight += alpha * (sum of n rank-one terms), in place, for
+// one weight or for several (the layers of one MEMIT/EMMET edit) in one call.
 //
 // The contract (shapes, numerics) lives in golden_fast/ops/rank1.py next to the torch reference;
 // this file only implements it. Summary: weight (R, C) += alpha * A (R, n) @ B (C, n)^T, where
@@ -7,11 +8,14 @@
 // weight's dtype once per element: no fp32 copy of the whole weight is ever made, which matters for
 // a 16-bit 7B model whose down-projection alone is 90 MB in bf16.
 //
-// float32/float64 weights: one in-place BLAS GEMM (nothing to fuse). float16/bfloat16 weights: a
-// fused SIMD loop for n <= 8 (one pass: load, convert, add, round, store), BLAS on L2-sized tiles of
-// rows plus the same fused add beyond; both in one OpenMP region (at::parallel_for) over row blocks,
-// compiled for SSE2/NEON, AVX2 and AVX-512 and chosen at run time (csrc/simd.h). Measured on 2
-// shared AVX-512 cores, 2048 x 8192 bf16: 2-3x the torch reference for n <= 16, 1x at n = 64.
+// float32/float16/bfloat16 weights: a fused SIMD loop for n <= 8 (one pass: load, convert, add,
+// round, store), and beyond that BLAS on cache-sized 2-D tiles (256 x 512 float32 sums, so each tile
+// reads only its rows of u and its rows of v) followed by the same fused add. Every tile of every
+// weight is one item of work in ONE OpenMP region (at::parallel_for): 30 small layers keep both
+// cores busy and no barrier separates them. rank1_apply is the same engine with one weight, so a
+// weight gets bitwise the same result from either op. Kernels are compiled for SSE2/NEON, AVX2 and
+// AVX-512 and chosen at run time (csrc/simd.h). float64 weights: one in-place BLAS GEMM each.
+// Measured on 2 shared AVX-512 cores: see bench/bench_rank1.py.
 
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
@@ -22,8 +26,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "simd.h"
 
@@ -34,9 +41,11 @@ namespace {
 // it the update is compute-bound and BLAS on row chunks is faster (measured with bf16 and fp16
 // weights of 2048 x 8192 on an AVX-512 CPU; torch's own GEMM is slow for 2 <= n <= 8).
 constexpr int64_t kDirectMaxN = 8;
-// The BLAS path computes this many bytes of fp32 sums at a time per thread, then adds them into the
-// weight rows while they are still in L2. Bounded, independent of the weight.
+// The BLAS path computes a tile of this many bytes of fp32 sums at a time per thread, then adds them
+// into the weight while they are still in L2. Bounded, independent of the weight and of n.
 constexpr int64_t kTileBytes = int64_t{512} << 10;
+// Tile width (columns); the height follows from kTileBytes (256 rows x 512 columns).
+constexpr int64_t kTileCols = 512;
 // Minimum elements per parallel task.
 constexpr int64_t kGrainElems = int64_t{1} << 15;
 
@@ -173,62 +182,123 @@ RowsFn<W> pick(bool direct) {
   return direct ? &direct_default<W> : &tile_default<W>;
 }
 
-// float16 / bfloat16 weight (rows, cols) with unit column stride += alpha * a @ b^T.
+// ---- the engine: any number of weights, one parallel region -----------------------------------
+// One weight, seen row-major: w2 (rows, cols) with unit column stride += alpha * a (rows, n) @ b^T.
+struct Plan {
+  at::Tensor w2;  // the weight itself, or a transposed view of it (unit column stride)
+  at::Tensor a;   // (rows, n) float32, contiguous
+  at::Tensor b;   // fused path: bt (n, cols) float32 contiguous; tile path: b (cols, n) float32
+  bool direct;    // n <= kDirectMaxN: fused loop, else BLAS tiles
+  int64_t row_block, col_block;  // work item size
+};
+
+// A piece of work: rows [r0, r1) x columns [c0, c1) of weight `plan`.
+struct Item {
+  int64_t plan, r0, r1, c0, c1;
+};
+
 template <typename W>
-void apply_16bit(const at::Tensor& w2, const at::Tensor& a_in, const at::Tensor& b_in, double alpha) {
-  const int64_t rows = w2.size(0), cols = w2.size(1), n = a_in.size(1);
-  // u and v are small next to the weight (n columns): one converted, contiguous copy of each.
-  const at::Tensor a = a_in.to(at::kFloat).contiguous();  // (rows, n)
-  Job<W> job{w2.mutable_data_ptr<W>(), cols, rows > 1 ? w2.stride(0) : cols, static_cast<float>(alpha),
-             a.const_data_ptr<float>(), nullptr, n, nullptr, 0};
-  if (n <= kDirectMaxN) {
-    const at::Tensor bt = b_in.to(at::kFloat).t().contiguous();  // (n, cols)
-    job.bt = bt.const_data_ptr<float>();
-    const RowsFn<W> fn = pick<W>(/*direct=*/true);
-    at::parallel_for(0, rows, grain_rows(cols), [&](int64_t r0, int64_t r1) { fn(job, r0, r1); });
-    return;
-  }
-  const at::Tensor bt = b_in.to(at::kFloat).t();  // (n, cols) view
-  const RowsFn<W> fn = pick<W>(/*direct=*/false);
-  const int64_t chunk = std::clamp<int64_t>(kTileBytes / (cols * int64_t{4}), 1, rows);
-  // One parallel region: each thread walks its own rows a tile at a time, with BLAS running
-  // single-threaded inside it. (A region per tile, with BLAS threading each GEMM, measured many
-  // times slower on a loaded machine: every region ends in a barrier.)
-  at::parallel_for(0, rows, chunk, [&](int64_t r0, int64_t r1) {
-    at::Tensor tile = at::empty({std::min(chunk, r1 - r0), cols}, a.options());  // (chunk, cols) fp32
-    Job<W> mine = job;
-    for (int64_t t0 = r0; t0 < r1; t0 += chunk) {
-      const int64_t len = std::min(chunk, r1 - t0);
-      at::Tensor t = tile.narrow(0, 0, len);
-      at::mm_out(t, a.narrow(0, t0, len), bt);  // the fp32 sums of this tile's rows
-      mine.tile = t.const_data_ptr<float>();
-      mine.tile_row0 = t0;
-      fn(mine, t0, t0 + len);
-    }
-  });
+Job<W> job_for(const Plan& p, double alpha) {
+  const at::Tensor& w2 = p.w2;
+  const int64_t rows = w2.size(0), cols = w2.size(1);
+  return Job<W>{w2.mutable_data_ptr<W>(), cols, rows > 1 ? w2.stride(0) : cols, static_cast<float>(alpha),
+                p.a.const_data_ptr<float>(), p.direct ? p.b.const_data_ptr<float>() : nullptr, p.a.size(1),
+                nullptr, 0};
 }
 
-// float32 / float64 weight: one GEMM with beta = 1 adds the sums, accumulated in the weight's own
-// precision, into the weight and rounds once; w2 is a view, so BLAS writes the caller's storage.
-// Nothing to fuse here (no conversion), and MKL/oneDNN's in-place update is as fast as a hand loop.
+// Work of one item on a weight of element type W. `tile` is this thread's float32 scratch buffer.
+template <typename W>
+void run_item(const Plan& p, const Item& it, double alpha, at::Tensor& tile) {
+  Job<W> job = job_for<W>(p, alpha);
+  if (p.direct) {
+    pick<W>(/*direct=*/true)(job, it.r0, it.r1);  // whole rows: c0 = 0, c1 = cols
+    return;
+  }
+  const int64_t rlen = it.r1 - it.r0, clen = it.c1 - it.c0;
+  // The float32 sums of this tile only (rlen x clen <= kTileBytes), then added into the weight while
+  // they are still in cache. Both operands are narrowed in both dimensions, so a tile reads rlen + clen
+  // rows of u and v rather than all of v: with 10,000 terms on a 3840 x 15360 weight, full-width row
+  // tiles would stream all of v (600 MB) once per 8 rows.
+  at::Tensor t = tile.narrow(0, 0, rlen * clen).view({rlen, clen});
+  at::mm_out(t, p.a.narrow(0, it.r0, rlen), p.b.narrow(0, it.c0, clen).t());
+  job.w += it.c0;   // the tile's columns of the weight ...
+  job.cols = clen;  // ... and its width, which is also the tile's row stride
+  job.tile = t.const_data_ptr<float>();
+  job.tile_row0 = it.r0;
+  pick<W>(/*direct=*/false)(job, it.r0, it.r1);
+}
+
+void run_item_any(const Plan& p, const Item& it, double alpha, at::Tensor& tile) {
+  switch (p.w2.scalar_type()) {
+    case at::kHalf: return run_item<c10::Half>(p, it, alpha, tile);
+    case at::kBFloat16: return run_item<c10::BFloat16>(p, it, alpha, tile);
+    case at::kFloat: return run_item<float>(p, it, alpha, tile);
+    default: TORCH_CHECK(false, "rank1_apply: no fused kernel for ", p.w2.scalar_type());
+  }
+}
+
+// float64 weight: one GEMM with beta = 1 adds the float64 sums into the weight, rounding once; w2 is a
+// view, so BLAS writes the caller's storage. Nothing to fuse (no conversion), and nothing to gain
+// from a hand loop for the accuracy option.
 void apply_gemm(const at::Tensor& w2, const at::Tensor& a_in, const at::Tensor& b_in, double alpha) {
   const auto acc = w2.scalar_type();
   w2.addmm_(a_in.to(acc), b_in.to(acc).t(), /*beta=*/1, /*alpha=*/alpha);
 }
 
-// weight (R, C) += alpha * a (R, n) @ b (C, n)^T, with weight rows of unit column stride.
-void apply_rowmajor(const at::Tensor& w2, const at::Tensor& a, const at::Tensor& b, double alpha) {
-  switch (w2.scalar_type()) {
-    case at::kHalf: return apply_16bit<c10::Half>(w2, a, b, alpha);
-    case at::kBFloat16: return apply_16bit<c10::BFloat16>(w2, a, b, alpha);
-    case at::kFloat:
-    case at::kDouble: return apply_gemm(w2, a, b, alpha);
-    default: TORCH_CHECK_VALUE(false, "rank1_apply: unsupported weight dtype ", w2.scalar_type());
+// Plans and items for every weight, then ONE parallel region over all items of all weights: small
+// weights (a 135M model's layers) keep every thread busy, and no barrier separates the layers.
+void apply_many(const std::vector<at::Tensor>& w2s, const std::vector<at::Tensor>& as,
+                const std::vector<at::Tensor>& bs, double alpha) {
+  std::vector<Plan> plans;
+  std::vector<Item> items;
+  int64_t tile_elems = 0;
+  for (size_t i = 0; i < w2s.size(); ++i) {
+    const at::Tensor& w2 = w2s[i];
+    if (w2.scalar_type() == at::kDouble) {
+      apply_gemm(w2, as[i], bs[i], alpha);
+      continue;
+    }
+    const int64_t rows = w2.size(0), cols = w2.size(1), n = as[i].size(1);
+    Plan p;
+    p.w2 = w2;
+    p.a = as[i].to(at::kFloat).contiguous();  // (rows, n): small next to the weight
+    p.direct = n <= kDirectMaxN;
+    if (p.direct) {
+      p.b = bs[i].to(at::kFloat).t().contiguous();  // (n, cols)
+      p.row_block = grain_rows(cols);
+      p.col_block = cols;
+    } else {
+      p.b = bs[i].to(at::kFloat);  // (cols, n), any strides: BLAS reads it transposed
+      p.col_block = std::min<int64_t>(cols, kTileCols);
+      p.row_block = std::clamp<int64_t>(kTileBytes / (p.col_block * int64_t{4}), 1, rows);
+      tile_elems = std::max(tile_elems, p.row_block * p.col_block);
+    }
+    const auto k = static_cast<int64_t>(plans.size());
+    for (int64_t r0 = 0; r0 < rows; r0 += p.row_block) {
+      for (int64_t c0 = 0; c0 < cols; c0 += p.col_block) {
+        items.push_back({k, r0, std::min(r0 + p.row_block, rows), c0, std::min(c0 + p.col_block, cols)});
+      }
+    }
+    plans.push_back(std::move(p));
   }
+  if (items.empty()) return;
+  // BLAS runs single-threaded inside the region. (A region per weight or per tile, with BLAS threading
+  // each GEMM, measured many times slower on a loaded machine: every region ends in a barrier.)
+  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t i0, int64_t i1) {
+    at::Tensor tile = at::empty({std::max<int64_t>(tile_elems, 1)}, at::TensorOptions().dtype(at::kFloat));
+    for (int64_t i = i0; i < i1; ++i) {
+      const Item& it = items[static_cast<size_t>(i)];
+      run_item_any(plans[static_cast<size_t>(it.plan)], it, alpha, tile);
+    }
+  });
 }
 
-void rank1_apply_cpu(const at::Tensor& weight, const at::Tensor& u, const at::Tensor& v, bool transposed,
-                     double alpha) {
+// The checks and layout handling shared by rank1_apply and rank1_apply_many: validates one weight,
+// bumps its version, and appends its row-major form (w2, a, b) to the lists; a weight with no unit
+// stride is worked on as a compact copy, returned in `copies` to be written back afterwards.
+void prepare(const at::Tensor& weight, const at::Tensor& u, const at::Tensor& v, bool transposed,
+             std::vector<at::Tensor>& w2s, std::vector<at::Tensor>& as, std::vector<at::Tensor>& bs,
+             std::vector<std::pair<at::Tensor, at::Tensor>>& copies) {
   check_inputs(weight, u, v, transposed);
   // In place on a weight whose elements share memory (expand()) or that u/v alias is meaningless.
   at::assert_no_internal_overlap(weight);
@@ -243,16 +313,83 @@ void rank1_apply_cpu(const at::Tensor& weight, const at::Tensor& u, const at::Te
   const at::Tensor& a = transposed ? v : u;
   const at::Tensor& b = transposed ? u : v;
   if (weight.stride(1) == 1 || weight.size(1) == 1) {
-    apply_rowmajor(weight, a, b, alpha);  // contiguous, or a row/column slice of a bigger matrix
+    w2s.push_back(weight);  // contiguous, or a row/column slice of a bigger matrix
+    as.push_back(a);
+    bs.push_back(b);
   } else if (weight.stride(0) == 1 || weight.size(0) == 1) {
-    apply_rowmajor(weight.t(), b, a, alpha);  // a transposed view: update W^T += b a^T instead
+    w2s.push_back(weight.t());  // a transposed view: update W^T += b a^T instead
+    as.push_back(b);
+    bs.push_back(a);
   } else {
     // Arbitrary strides (e.g. w[::2, ::3]): work on a compact copy in the weight's own dtype and
     // write it back, so the caller's storage is what changes. Rare; costs one weight-sized copy.
     at::Tensor compact = weight.contiguous();
-    apply_rowmajor(compact, a, b, alpha);
-    weight.copy_(compact);
+    copies.emplace_back(weight, compact);
+    w2s.push_back(compact);
+    as.push_back(a);
+    bs.push_back(b);
   }
+}
+
+void finish(const std::vector<std::pair<at::Tensor, at::Tensor>>& copies) {
+  for (const auto& [weight, compact] : copies) weight.copy_(compact);
+}
+
+void rank1_apply_cpu(const at::Tensor& weight, const at::Tensor& u, const at::Tensor& v, bool transposed,
+                     double alpha) {
+  std::vector<at::Tensor> w2s, as, bs;
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;
+  prepare(weight, u, v, transposed, w2s, as, bs, copies);
+  apply_many(w2s, as, bs, alpha);  // one weight: bitwise what rank1_apply_many gives for it
+  finish(copies);
+}
+
+// Byte range [first, last] spanned by a tensor's elements.
+std::pair<uintptr_t, uintptr_t> byte_span(const at::Tensor& t) {
+  auto first = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  auto last = first + t.element_size() - 1;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    const auto step = static_cast<intptr_t>((t.size(d) - 1) * t.stride(d) * t.element_size());
+    if (step < 0) first += step;
+    else last += step;
+  }
+  return {first, last};
+}
+
+// Whether two weights could share an element. get_overlap_status answers exactly for contiguous
+// tensors and "too hard" otherwise; then two views of one storage whose byte spans intersect count
+// as sharing (conservative: interleaved views such as w[::2] and w[1::2] are refused too).
+bool may_share_memory(const at::Tensor& a, const at::Tensor& b) {
+  if (a.numel() == 0 || b.numel() == 0) return false;
+  const auto status = at::get_overlap_status(a, b);
+  if (status == at::MemOverlapStatus::Full || status == at::MemOverlapStatus::Partial) return true;
+  if (status == at::MemOverlapStatus::No) return false;
+  const auto [a0, a1] = byte_span(a);
+  const auto [b0, b1] = byte_span(b);
+  return a0 <= b1 && b0 <= a1;
+}
+
+void rank1_apply_many_cpu(at::TensorList weights, const at::Tensor& us, const at::Tensor& vs, bool transposed,
+                          double alpha) {
+  const auto L = static_cast<int64_t>(weights.size());
+  TORCH_CHECK_VALUE(us.dim() == 3 && vs.dim() == 3 && us.size(0) == L && vs.size(0) == L,
+                    "rank1_apply_many: us must be (L, d, n) and vs (L, m, n) for L = ", L, " weights; got us ",
+                    shape_str(us), ", vs ", shape_str(vs));
+  // Every weight is checked before any is written: a bad layer leaves the model untouched.
+  for (int64_t i = 0; i < L; ++i) check_inputs(weights[i], us[i], vs[i], transposed);
+  for (int64_t i = 0; i < L; ++i) {
+    for (int64_t j = i + 1; j < L; ++j) {
+      // Two layers sharing storage (a weight listed twice, tied weights) would be updated by two
+      // threads at once; apply them in two calls instead.
+      TORCH_CHECK(!may_share_memory(weights[i], weights[j]), "rank1_apply_many: weights ", i, " and ", j,
+                  " share memory");
+    }
+  }
+  std::vector<at::Tensor> w2s, as, bs;
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;
+  for (int64_t i = 0; i < L; ++i) prepare(weights[i], us[i], vs[i], transposed, w2s, as, bs, copies);
+  apply_many(w2s, as, bs, alpha);
+  finish(copies);
 }
 
 }  // namespace
@@ -264,13 +401,20 @@ TORCH_LIBRARY_FRAGMENT(golden_fast, m) {
   // Fake (meta) kernel: golden_fast/ops/rank1.py registers it; torch imports that module on demand.
   m.set_python_module("golden_fast.ops.rank1");
   m.def("rank1_apply(Tensor(a!) weight, Tensor u, Tensor v, bool transposed=False, float alpha=1.0) -> ()");
+  m.def(
+      "rank1_apply_many(Tensor(a!)[] weights, Tensor us, Tensor vs, bool transposed=False, float alpha=1.0) "
+      "-> ()");
 }
 
-TORCH_LIBRARY_IMPL(golden_fast, CPU, m) { m.impl("rank1_apply", &golden_fast::rank1_apply_cpu); }
+TORCH_LIBRARY_IMPL(golden_fast, CPU, m) {
+  m.impl("rank1_apply", &golden_fast::rank1_apply_cpu);
+  m.impl("rank1_apply_many", &golden_fast::rank1_apply_many_cpu);
+}
 
 // Editing is never differentiated. This autograd kernel refuses in-place on a leaf that requires
 // grad (as add_ does) and marks outputs as not differentiable; without it the default fallback lets
 // the write through silently.
 TORCH_LIBRARY_IMPL(golden_fast, Autograd, m) {
   m.impl("rank1_apply", torch::autograd::autogradNotImplementedFallback());
+  m.impl("rank1_apply_many", torch::autograd::autogradNotImplementedFallback());
 }

@@ -21,23 +21,40 @@ Contract, met by every backend:
   naming the shapes; a weight whose elements overlap in memory (expand()) raises RuntimeError.
 - Runs under torch.no_grad(): a model's nn.Parameter is edited directly, and never differentiated.
 
-Backends: "torch" (below, the spec) and "cpp": `torch.ops.golden_fast.rank1_apply` from
-csrc/rank1.cpp, whose fake kernel is registered here (torch.library.opcheck, torch.compile). For
-16-bit weights it fuses load, convert, add and round into one SIMD pass over the rows (OpenMP,
-AVX-512/AVX2/SSE2 chosen at run time), 2-3x the reference for n <= 16 on a bf16 2048 x 8192 weight;
-float32/float64 weights take the same in-place GEMM as the reference.
+Backends: "torch" (below, the spec), "cpp" on the CPU and "cuda" on NVIDIA GPUs:
+`torch.ops.golden_fast.rank1_apply` from csrc/rank1.cpp and csrc/cuda/rank1.cu, whose fake kernel is
+registered here (torch.library.opcheck, torch.compile). The C++ kernel fuses load, convert, add and
+round into one SIMD pass over the rows for n <= 8 (OpenMP, AVX-512/AVX2/SSE2 chosen at run time), and
+beyond that adds BLAS-computed float32 tiles of 256 x 512 sums into the weight; float32 weights take
+the same path (torch's own GEMM is slow for 2 <= n <= 8), float64 weights an in-place GEMM. The CUDA
+kernel is a tiled float32 GEMM whose epilogue adds into the weight and rounds once.
+
+rank1_apply_many(weights, us, vs, transposed=False, alpha=1.0) applies stacked terms to several
+weights in one call (below); per weight it is bitwise rank1_apply on the same backend.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
 from golden_fast import native
 from golden_fast.ops import declare
 
-__all__ = ["rank1_apply", "rank1_apply_cpp", "rank1_apply_torch"]
+__all__ = [
+    "rank1_apply",
+    "rank1_apply_cpp",
+    "rank1_apply_cuda",
+    "rank1_apply_many",
+    "rank1_apply_many_cpp",
+    "rank1_apply_many_cuda",
+    "rank1_apply_many_torch",
+    "rank1_apply_torch",
+]
 
 rank1_apply = declare("rank1_apply", mutates=("weight",))
+rank1_apply_many = declare("rank1_apply_many", mutates=("weights",))
 
 _WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 # Rows of a 16-bit weight converted to float32 at a time by the reference: bounded memory (~16 MiB).
@@ -92,6 +109,44 @@ def rank1_apply_torch(
     return weight
 
 
+def _check_many(weights: Sequence[torch.Tensor], us: torch.Tensor, vs: torch.Tensor, transposed: bool) -> None:
+    """rank1_apply_many's checks (same messages as csrc/rank1.cpp); every layer before any write."""
+    L = len(weights)
+    if us.dim() != 3 or vs.dim() != 3 or us.shape[0] != L or vs.shape[0] != L:
+        raise ValueError(
+            f"rank1_apply_many: us must be (L, d, n) and vs (L, m, n) for L = {L} weights; "
+            f"got us {list(us.shape)}, vs {list(vs.shape)}"
+        )
+    for weight, u, v in zip(weights, us, vs):
+        _check(weight, u, v, transposed)
+
+
+@rank1_apply_many.reference
+@torch.no_grad()
+def rank1_apply_many_torch(
+    weights: Sequence[torch.Tensor],
+    us: torch.Tensor,
+    vs: torch.Tensor,
+    transposed: bool = False,
+    alpha: float = 1.0,
+) -> list[torch.Tensor]:
+    """rank1_apply_many(weights, us, vs, transposed=False, alpha=1.0) -> weights
+
+    rank1_apply on several weights in one call, e.g. MEMIT's or EMMET's update of every edited layer:
+    weights[l] += alpha * us[l] @ vs[l].T for each l, with rank1_apply's contract per weight (float32
+    sums, one rounding per element, in place, no float32 copy of a weight). us (L, d, n), vs (L, m, n)
+    stacked: every layer gets n terms (pad a layer's terms with zero columns, which add exactly
+    nothing); the weights may differ in dtype and strides. Every layer is checked before any is
+    written. For each weight the result is bitwise what rank1_apply gives on the same backend, so an
+    edit journal may replay it entry by entry. The C++ backend runs every layer in one OpenMP region
+    (cache-sized tiles of all weights as one pool of work); weights sharing memory raise RuntimeError.
+    """
+    _check_many(weights, us, vs, transposed)
+    for weight, u, v in zip(weights, us, vs):
+        rank1_apply_torch(weight, u, v, transposed, alpha)
+    return list(weights)
+
+
 def _cpp_status() -> tuple[bool, str]:
     return native.op_status("rank1_apply", "CPU")
 
@@ -103,6 +158,51 @@ def rank1_apply_cpp(
 ) -> torch.Tensor:
     torch.ops.golden_fast.rank1_apply(weight, u, v, bool(transposed), float(alpha))
     return weight
+
+
+@rank1_apply_many.impl("cpp", devices=("cpu",), available=lambda: native.op_status("rank1_apply_many", "CPU"))
+@torch.no_grad()
+def rank1_apply_many_cpp(
+    weights: Sequence[torch.Tensor],
+    us: torch.Tensor,
+    vs: torch.Tensor,
+    transposed: bool = False,
+    alpha: float = 1.0,
+) -> list[torch.Tensor]:
+    torch.ops.golden_fast.rank1_apply_many(list(weights), us, vs, bool(transposed), float(alpha))
+    return list(weights)
+
+
+# -- CUDA (csrc/cuda/rank1.cu, compiled in when torch has CUDA) ------------------------------------
+@rank1_apply.impl("cuda", devices=("cuda",), available=lambda: native.op_status("rank1_apply", "CUDA"))
+@torch.no_grad()
+def rank1_apply_cuda(
+    weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, transposed: bool = False, alpha: float = 1.0
+) -> torch.Tensor:
+    torch.ops.golden_fast.rank1_apply(weight, u, v, bool(transposed), float(alpha))
+    return weight
+
+
+@rank1_apply_many.impl("cuda", devices=("cuda",), available=lambda: native.op_status("rank1_apply_many", "CUDA"))
+@torch.no_grad()
+def rank1_apply_many_cuda(
+    weights: Sequence[torch.Tensor],
+    us: torch.Tensor,
+    vs: torch.Tensor,
+    transposed: bool = False,
+    alpha: float = 1.0,
+) -> list[torch.Tensor]:
+    torch.ops.golden_fast.rank1_apply_many(list(weights), us, vs, bool(transposed), float(alpha))
+    return list(weights)
+
+
+if native.has_op("rank1_apply_many"):
+
+    @torch.library.register_fake("golden_fast::rank1_apply_many")
+    def _rank1_apply_many_fake(
+        weights: list[torch.Tensor], us: torch.Tensor, vs: torch.Tensor, transposed: bool = False, alpha: float = 1.0
+    ) -> None:
+        _check_many(weights, us, vs, transposed)
 
 
 if native.has_op("rank1_apply"):

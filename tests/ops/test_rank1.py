@@ -21,7 +21,7 @@ import torch
 from _reference_check import assert_close_to_reference, ulp, ulp_distance
 
 from golden_fast import native
-from golden_fast.ops import rank1_apply
+from golden_fast.ops.rank1 import rank1_apply, rank1_apply_many
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOAT16S = [torch.float32, torch.float16, torch.bfloat16]  # the weight dtypes of real models
@@ -349,3 +349,110 @@ def test_rank1_apply_cpp_schema_defaults():
     truth, baseline = _truth(w, u, v, False), rank1_apply.reference(w.clone(), u, v)
     torch.ops.golden_fast.rank1_apply(w, u, v)  # transposed=False, alpha=1.0 by default
     assert_close_to_reference(w, truth, baseline)
+
+
+# ----------------------------------------------------------------------------------------------
+# rank1_apply_many: several weights (layers) in one call
+# ----------------------------------------------------------------------------------------------
+def _many_inputs(L, d, m, n, dtypes, transposed, device, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (m, d) if transposed else (d, m)
+    ws = [torch.randn(shape, generator=g).to(device, dtypes[i % len(dtypes)]) for i in range(L)]
+    us = (scale * torch.randn(L, d, n, generator=g)).to(device)
+    vs = (scale * torch.randn(L, m, n, generator=g)).to(device)
+    return ws, us, vs
+
+
+# (L, d, m, n): layers of a small model with the fused path (n <= 8) and the tile path, a weight of
+# several 256 x 512 tiles with ragged edges, one layer, no terms, no layers
+MANY_SHAPES = [(3, 24, 40, 1), (4, 37, 53, 6), (3, 29, 70, 20), (2, 300, 1100, 12), (1, 9, 5, 3), (3, 8, 8, 0),
+               (0, 8, 8, 2)]
+
+
+@pytest.mark.op_backends("rank1_apply_many")
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("L, d, m, n", MANY_SHAPES)
+def test_rank1_apply_many_is_rank1_apply_per_layer(backend, backend_device, L, d, m, n, transposed):
+    # Bitwise what rank1_apply does to each weight on the same backend (a journal can replay entry by
+    # entry), and within the tolerance of the float64 truth; weights of mixed dtypes in one call.
+    ws, us, vs = _many_inputs(L, d, m, n, FLOAT16S, transposed, backend_device)
+    one_by_one = [rank1_apply(w.clone(), u, v, transposed, 0.75, backend=backend) for w, u, v in zip(ws, us, vs)]
+    out = [w.clone() for w in ws]
+    ptrs = [w.data_ptr() for w in out]
+    result = rank1_apply_many(out, us, vs, transposed, 0.75, backend=backend)
+    assert [w.data_ptr() for w in result] == ptrs and all(r is w for r, w in zip(result, out)), "in place"
+    for i, (w, u, v) in enumerate(zip(ws, us, vs)):
+        assert torch.equal(out[i], one_by_one[i]), f"layer {i} ({w.dtype}) differs from rank1_apply"
+        truth = _truth(w, u, v, transposed, 0.75)
+        assert_close_to_reference(out[i], truth, rank1_apply.reference(w.clone(), u, v, transposed, 0.75))
+
+
+@pytest.mark.op_backends("rank1_apply_many")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("n", [3, 40])
+def test_rank1_apply_many_rounds_once(backend, backend_device, dtype, n):
+    # dyadic inputs: float32 sums are exact, so every element is the float64 truth rounded once
+    layers = [_dyadic_inputs(300, 700, n, dtype, False, torch.float32, seed=s) for s in range(3)]
+    ws = [w.to(backend_device) for w, _, _ in layers]
+    us = torch.stack([u for _, u, _ in layers]).to(backend_device)
+    vs = torch.stack([v for _, _, v in layers]).to(backend_device)
+    expected = [_truth(w, u, v, False).to(dtype) for w, u, v in layers]
+    rank1_apply_many(ws, us, vs, backend=backend)
+    for w, e in zip(ws, expected):
+        assert torch.equal(w.cpu(), e)
+
+
+@pytest.mark.op_backends("rank1_apply_many")
+def test_rank1_apply_many_writes_through_views(backend, backend_device):
+    # one call over a transposed view, a column slice and a strided view of bigger tensors
+    d, m, n = 21, 34, 9
+    kinds = ("transposed-view", "column-slice", "strided")
+    views = [_view(kind, d, m, torch.bfloat16, backend_device) for kind in kinds]
+    g = torch.Generator().manual_seed(8)
+    us = torch.randn(3, d, n, generator=g).to(backend_device)
+    vs = torch.randn(3, n, m, generator=g).to(backend_device).transpose(1, 2)  # non-contiguous vs
+    untouched = [base[~mask].clone() for base, _, mask in views]
+    before = [w.clone() for _, w, _ in views]
+    rank1_apply_many([w for _, w, _ in views], us, vs, backend=backend)
+    for i, (base, w, mask) in enumerate(views):
+        assert torch.equal(base[~mask], untouched[i]), "elements outside the views changed"
+        truth = _truth(before[i], us[i], vs[i], False)
+        assert_close_to_reference(w, truth, rank1_apply.reference(before[i].clone(), us[i], vs[i]))
+
+
+@pytest.mark.op_backends("rank1_apply_many")
+def test_rank1_apply_many_checks_every_layer_before_writing(backend, backend_device):
+    ws = [torch.zeros(4, 5, device=backend_device) for _ in range(3)]
+    ws[2] = torch.zeros(4, 6, device=backend_device)  # the last layer has the wrong shape
+    us, vs = torch.ones(3, 4, 2, device=backend_device), torch.ones(3, 5, 2, device=backend_device)
+    with pytest.raises(ValueError, match=r"weight \[4, 6\]"):
+        rank1_apply_many(ws, us, vs, backend=backend)
+    assert not any(w.any() for w in ws), "a rejected call must not write any layer"
+    with pytest.raises(ValueError, match="L = 3 weights"):
+        rank1_apply_many(ws, us[:2], vs[:2], backend=backend)
+    with pytest.raises(ValueError, match="L = 3 weights"):
+        rank1_apply_many(ws, us[0], vs[0], backend=backend)
+
+
+@pytest.mark.skipif(not native.has_op("rank1_apply_many"), reason=native.reason())
+def test_rank1_apply_many_cpp_refuses_shared_weights():
+    w = torch.zeros(4, 5)
+    with pytest.raises(RuntimeError, match="share memory"):
+        rank1_apply_many([w, w], torch.ones(2, 4, 1), torch.ones(2, 5, 1), backend="cpp")
+    base = torch.zeros(8, 5)
+    with pytest.raises(RuntimeError, match="share memory"):  # rows 0-3 and 3-6 of one matrix
+        rank1_apply_many([base[:4], base[3:7]], torch.ones(2, 4, 1), torch.ones(2, 5, 1), backend="cpp")
+    with pytest.raises(RuntimeError, match="share memory"):  # strided views (no simple overlap test)
+        rank1_apply_many([base[:4, ::2], base[3:7, ::2]], torch.ones(2, 4, 1), torch.ones(2, 3, 1), backend="cpp")
+    assert not w.any() and not base.any()
+    # disjoint parts of one tensor are fine
+    rank1_apply_many([base[:4], base[4:]], torch.ones(2, 4, 1), torch.ones(2, 5, 1), backend="cpp")
+    assert torch.equal(base, torch.ones(8, 5))
+
+
+@pytest.mark.skipif(not native.has_op("rank1_apply_many"), reason=native.reason())
+@pytest.mark.parametrize("n", [3, 40])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_rank1_apply_many_cpp_opcheck(transposed, n):
+    ws, us, vs = _many_inputs(3, 12, 20, n, FLOAT16S, transposed, "cpu")
+    torch.library.opcheck(torch.ops.golden_fast.rank1_apply_many.default, (ws, us, vs, transposed, 0.5))
