@@ -18,7 +18,6 @@
 // Measured on 2 shared AVX-512 cores: see bench/bench_rank1.py.
 
 #include <ATen/ATen.h>
-#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -26,12 +25,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdint>
-#include <sstream>
-#include <string>
 #include <utility>
 #include <vector>
 
+#include "rank1.h"
 #include "simd.h"
 
 namespace golden_fast {
@@ -51,35 +48,8 @@ constexpr int64_t kGrainElems = int64_t{1} << 15;
 
 int64_t grain_rows(int64_t cols) { return std::max<int64_t>(1, kGrainElems / std::max<int64_t>(cols, 1)); }
 
-std::string shape_str(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sizes();
-  return s.str();
-}
-
 void check_inputs(const at::Tensor& weight, const at::Tensor& u, const at::Tensor& v, bool transposed) {
-  const std::string shapes = "weight " + shape_str(weight) + ", u " + shape_str(u) + ", v " +
-                             shape_str(v) + " (transposed=" + (transposed ? "True" : "False") + ")";
-  TORCH_CHECK_VALUE(weight.dim() == 2 && u.dim() == 2 && v.dim() == 2,
-                    "rank1_apply: weight, u and v must be 2-D; got ", shapes);
-  const int64_t d = u.size(0), m = v.size(0);
-  TORCH_CHECK_VALUE(u.size(1) == v.size(1), "rank1_apply: u (d, n) and v (m, n) need the same n; got ", shapes);
-  if (transposed) {
-    TORCH_CHECK_VALUE(weight.size(0) == m && weight.size(1) == d,
-                      "rank1_apply: a transposed weight is (m, d) for u (d, n), v (m, n); got ", shapes);
-  } else {
-    TORCH_CHECK_VALUE(weight.size(0) == d && weight.size(1) == m,
-                      "rank1_apply: weight is (d, m) for u (d, n), v (m, n); got ", shapes);
-  }
-  const auto wt = weight.scalar_type();
-  TORCH_CHECK_VALUE(wt == at::kFloat || wt == at::kHalf || wt == at::kBFloat16 || wt == at::kDouble,
-                    "rank1_apply: weight must be float32, float16, bfloat16 or float64; got ", wt);
-  TORCH_CHECK_VALUE(u.is_floating_point() && v.is_floating_point(),
-                    "rank1_apply: u and v must be floating point; got ", u.scalar_type(), " and ",
-                    v.scalar_type());
-  TORCH_CHECK(weight.device().is_cpu() && u.device().is_cpu() && v.device().is_cpu(),
-              "rank1_apply (CPU kernel): all tensors must be on the CPU; got weight on ", weight.device(),
-              ", u on ", u.device(), ", v on ", v.device());
+  rank1::check_inputs(weight, u, v, transposed, c10::DeviceType::CPU, "CPU");
 }
 
 // One call's worth of work on the weight rows [r0, r1). Weight rows have unit column stride.
@@ -300,10 +270,7 @@ void prepare(const at::Tensor& weight, const at::Tensor& u, const at::Tensor& v,
              std::vector<at::Tensor>& w2s, std::vector<at::Tensor>& as, std::vector<at::Tensor>& bs,
              std::vector<std::pair<at::Tensor, at::Tensor>>& copies) {
   check_inputs(weight, u, v, transposed);
-  // In place on a weight whose elements share memory (expand()) or that u/v alias is meaningless.
-  at::assert_no_internal_overlap(weight);
-  at::assert_no_overlap(weight, u);
-  at::assert_no_overlap(weight, v);
+  rank1::check_no_alias(weight, u, v);
   if (u.size(1) == 0 || weight.numel() == 0) return;  // no terms, or nothing to update
   // A schema returning () gets no version bump from the autograd fallbacks (they bump returned
   // aliases only), so do what torch.autograd.graph.increment_version does: saved-tensor checks then
@@ -344,47 +311,15 @@ void rank1_apply_cpu(const at::Tensor& weight, const at::Tensor& u, const at::Te
   finish(copies);
 }
 
-// Byte range [first, last] spanned by a tensor's elements.
-std::pair<uintptr_t, uintptr_t> byte_span(const at::Tensor& t) {
-  auto first = reinterpret_cast<uintptr_t>(t.const_data_ptr());
-  auto last = first + t.element_size() - 1;
-  for (int64_t d = 0; d < t.dim(); ++d) {
-    const auto step = static_cast<intptr_t>((t.size(d) - 1) * t.stride(d) * t.element_size());
-    if (step < 0) first += step;
-    else last += step;
-  }
-  return {first, last};
-}
-
-// Whether two weights could share an element. get_overlap_status answers exactly for contiguous
-// tensors and "too hard" otherwise; then two views of one storage whose byte spans intersect count
-// as sharing (conservative: interleaved views such as w[::2] and w[1::2] are refused too).
-bool may_share_memory(const at::Tensor& a, const at::Tensor& b) {
-  if (a.numel() == 0 || b.numel() == 0) return false;
-  const auto status = at::get_overlap_status(a, b);
-  if (status == at::MemOverlapStatus::Full || status == at::MemOverlapStatus::Partial) return true;
-  if (status == at::MemOverlapStatus::No) return false;
-  const auto [a0, a1] = byte_span(a);
-  const auto [b0, b1] = byte_span(b);
-  return a0 <= b1 && b0 <= a1;
-}
-
 void rank1_apply_many_cpu(at::TensorList weights, const at::Tensor& us, const at::Tensor& vs, bool transposed,
                           double alpha) {
   const auto L = static_cast<int64_t>(weights.size());
-  TORCH_CHECK_VALUE(us.dim() == 3 && vs.dim() == 3 && us.size(0) == L && vs.size(0) == L,
-                    "rank1_apply_many: us must be (L, d, n) and vs (L, m, n) for L = ", L, " weights; got us ",
-                    shape_str(us), ", vs ", shape_str(vs));
+  rank1::check_stacked(L, us, vs);
   // Every weight is checked before any is written: a bad layer leaves the model untouched.
   for (int64_t i = 0; i < L; ++i) check_inputs(weights[i], us[i], vs[i], transposed);
-  for (int64_t i = 0; i < L; ++i) {
-    for (int64_t j = i + 1; j < L; ++j) {
-      // Two layers sharing storage (a weight listed twice, tied weights) would be updated by two
-      // threads at once; apply them in two calls instead.
-      TORCH_CHECK(!may_share_memory(weights[i], weights[j]), "rank1_apply_many: weights ", i, " and ", j,
-                  " share memory");
-    }
-  }
+  // Two layers sharing storage (a weight listed twice, tied weights) would be updated by two threads
+  // at once; such callers apply them in two calls instead.
+  rank1::check_disjoint(weights);
   std::vector<at::Tensor> w2s, as, bs;
   std::vector<std::pair<at::Tensor, at::Tensor>> copies;
   for (int64_t i = 0; i < L; ++i) prepare(weights[i], us[i], vs[i], transposed, w2s, as, bs, copies);
