@@ -203,7 +203,8 @@ void run_item_any(const Plan& p, const Item& it, double alpha, at::Tensor& tile)
     case at::kHalf: return run_item<c10::Half>(p, it, alpha, tile);
     case at::kBFloat16: return run_item<c10::BFloat16>(p, it, alpha, tile);
     case at::kFloat: return run_item<float>(p, it, alpha, tile);
-    default: TORCH_CHECK(false, "rank1_apply: no fused kernel for ", p.w2.scalar_type());
+    default:
+      TORCH_CHECK(false, std::string("rank1_apply: no fused kernel for ") + c10::toString(p.w2.scalar_type()));
   }
 }
 

@@ -16,6 +16,8 @@ Numerics, per the contract:
   with float32 accumulation: a product of two 16-bit values is exact in float32, so this is the
   widened computation with a different summation order. The interpreter's bf16 dot is wrong
   (STYLE B4), so there bf16 keys are widened to float32 first.
+- Each BLOCK_T chunk of rows is summed by one tl.dot and added into the tile with Kahan
+  compensation: the error then grows with the chunk, not with T (see the kernel).
 - float64 acc: keys widened to float64 and the products summed by broadcasting in float64 (no
   float64 tensor-core path is assumed); slower, but it is the accuracy option.
 - A tile whose rows were all masked out is not written, so "no rows leaves acc bitwise unchanged"
@@ -74,6 +76,7 @@ def _mom2_update_kernel(
     in_i = offs_i < M
     in_j = offs_j < M
     c = tl.zeros((BLOCK_M, BLOCK_M), dtype=ACC_DTYPE)
+    comp = tl.zeros((BLOCK_M, BLOCK_M), dtype=ACC_DTYPE)  # Kahan compensation of c
     kept = 0
     for t0 in range(0, T, BLOCK_T):
         offs_t = t0 + tl.arange(0, BLOCK_T)
@@ -85,15 +88,22 @@ def _mom2_update_kernel(
         a = tl.load(key_ptr + row_off + offs_i[None, :], mask=rows[:, None] & in_i[None, :], other=0.0)
         b = tl.load(key_ptr + row_off + offs_j[None, :], mask=rows[:, None] & in_j[None, :], other=0.0)
         if USE_DOT:
-            # (BLOCK_M, BLOCK_T) @ (BLOCK_T, BLOCK_M), float32 accumulation; "ieee" matters for fp32
-            c += tl.dot(tl.trans(a.to(DOT_DTYPE)), b.to(DOT_DTYPE), input_precision="ieee")
+            # (BLOCK_M, BLOCK_T) @ (BLOCK_T, BLOCK_M) in float32 ("ieee": never TF32), then a Kahan-
+            # compensated add into c. Plain `c = dot(a, b, c)` sums all T products in one sequential
+            # chain: on an H200 that was 4.7x further from the float64 truth than cuBLAS at T = 2000,
+            # and tensor-core accumulation (truncating) worse still; chunk sums + Kahan beat both.
+            part = tl.dot(tl.trans(a.to(DOT_DTYPE)), b.to(DOT_DTYPE), input_precision="ieee")
+            y = part - comp
+            t = c + y
+            comp = (t - c) - y
+            c = t
         else:
             a64 = a.to(ACC_DTYPE)
             b64 = b.to(ACC_DTYPE)
             c += tl.sum(a64[:, :, None] * b64[:, None, :], axis=0)
     out = acc_ptr + offs_i.to(tl.int64)[:, None] * M + offs_j[None, :]
     write = in_i[:, None] & in_j[None, :] & (kept > 0)
-    tl.store(out, tl.load(out, mask=write, other=0.0) + c, mask=write)
+    tl.store(out, tl.load(out, mask=write, other=0.0) + (c - comp), mask=write)
 
 
 def _config(acc_dtype: torch.dtype, key_dtype: torch.dtype) -> dict:
@@ -105,7 +115,7 @@ def _config(acc_dtype: torch.dtype, key_dtype: torch.dtype) -> dict:
         return {"DOT_DTYPE": tl.float64, "USE_DOT": False, "BLOCK_M": 32, "BLOCK_T": 8, "num_warps": 4}
     if key_dtype in (torch.float16, torch.bfloat16) and not (interp and key_dtype == torch.bfloat16):
         dot = _TL_DTYPE[key_dtype]  # tensor cores, exact products, float32 sums
-        cfg = {"BLOCK_M": 128, "BLOCK_T": 32, "num_warps": 8, "num_stages": 3}
+        cfg = {"BLOCK_M": 128, "BLOCK_T": 64, "num_warps": 8, "num_stages": 3}  # 64: fewer Kahan steps
     else:
         dot = tl.float32
         cfg = {"BLOCK_M": 64, "BLOCK_T": 32, "num_warps": 4, "num_stages": 3}

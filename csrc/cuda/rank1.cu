@@ -4,14 +4,17 @@
 // products are summed in float32 and the sum meets the weight once, w = W(float(w) + alpha * s),
 // rounded to the weight's dtype once (round to nearest even), with no float32 copy of the weight.
 //
-// Two kernels, both with the add-and-round as their epilogue, so the weight is read and written once:
+// Three paths, each ending in the same add-and-round:
 // - n <= kDirectMaxN: one thread per element, the n terms streamed from u (broadcast within a row)
 //   and vᵀ (coalesced along the row); memory-bound on the weight, as an update of few terms must be.
-// - larger n: a float32 SIMT GEMM tile (64 x 64 outputs per block of 256 threads, 4 x 4 per thread,
-//   k-steps of 16 through shared memory). Not tensor cores: TF32 would keep 10 mantissa bits of u and
-//   v, and float32 is what the contract promises.
-// The final add is __fmul_rn then __fadd_rn, never a fused multiply-add, so it rounds exactly like
-// the CPU kernels (built with -ffp-contract=off); only the order of the n-term sums may differ.
+// - n <= kBlasMinN: a SIMT GEMM tile (64 x 64 outputs per block of 256 threads, 4 x 4 per thread,
+//   k-steps of 16 through shared memory) whose epilogue adds into the weight: one pass over it.
+// - larger n: cuBLAS SGEMM into a bounded float32 block of rows, then a fused add kernel.
+// Never tensor cores: TF32 would keep 10 mantissa bits of u and v, and float32 is the contract (the
+// cuBLAS path is skipped when the user has allowed TF32 globally). float64 weights use the first two
+// paths in float64. The final add is a rounded multiply then a rounded add, never a fused multiply-add,
+// so it rounds exactly like the CPU kernels (built with -ffp-contract=off); only the order of the
+// n-term sums may differ.
 // rank1_apply_many launches one kernel per weight on the current stream (no host synchronisation).
 
 #include <ATen/ATen.h>
@@ -25,6 +28,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -34,54 +39,74 @@ namespace golden_fast {
 namespace {
 
 constexpr int64_t kDirectMaxN = 16;
+// Beyond this many terms the update is a real GEMM: cuBLAS computes the float32 sums of a bounded
+// block of rows and a fused kernel adds them into the weight (as the CPU kernel does with its tiles).
+// Below it, the SIMT tile kernel with the add as its epilogue reads the weight once. Measured on an
+// H200: the SIMT kernel reached 0.35-0.8x of cuBLAS at n >= 1000, and 1.4-2.9x the reference at n <= 100.
+constexpr int64_t kBlasMinN = 256;
+// float32 sums held at a time by the cuBLAS path (64 MiB): bounded, whatever the weight.
+constexpr int64_t kBlasTileElems = int64_t{16} << 20;
 constexpr int kThreads = 256;
 constexpr int kBM = 64, kBN = 64, kBK = 16, kTM = 4, kTN = 4;  // (kBM / kTM) * (kBN / kTN) == kThreads
 static_assert((kBM / kTM) * (kBN / kTN) == kThreads, "one thread per 4 x 4 outputs");
 
-template <typename W>
-__device__ __forceinline__ void add_round(W* w, float alpha, float s) {
-  // One rounding into W, after exactly the float32 operations of the CPU kernels.
-  *w = static_cast<W>(__fadd_rn(static_cast<float>(*w), __fmul_rn(alpha, s)));
+// One rounding into W, after exactly the operations of the CPU kernels: alpha * s rounded, then added
+// (no fused multiply-add). Acc is float (16-bit and float32 weights) or double (float64 weights).
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+
+template <typename W, typename Acc>
+__device__ __forceinline__ void add_round(W* w, Acc alpha, Acc s) {
+  *w = static_cast<W>(add_rn(static_cast<Acc>(*w), mul_rn(alpha, s)));
 }
 
-// W (rows, cols), row stride ldw += alpha * a (rows, n) @ bt (n, cols); a, bt contiguous float32.
-template <typename W>
+// W (rows, cols), row stride ldw += alpha * a (rows, n) @ bt (n, cols); a, bt contiguous, type Acc.
+template <typename W, typename Acc>
 __global__ void rank1_direct_kernel(W* __restrict__ w, int64_t rows, int64_t cols, int64_t ldw,
-                                    const float* __restrict__ a, const float* __restrict__ bt, int64_t n,
-                                    float alpha) {
+                                    const Acc* __restrict__ a, const Acc* __restrict__ bt, int64_t n, Acc alpha) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    float s = 0.f;
+    Acc s = 0;
     for (int64_t j = 0; j < n; ++j) s += a[r * n + j] * bt[j * cols + c];
     add_round(w + r * ldw + c, alpha, s);
   }
 }
 
-// Same update for large n: at (n, rows) and bt (n, cols) contiguous float32 (u and v transposed, so
-// both shared-memory tiles load along their contiguous dimension).
+// W (rows, cols) += alpha * sums (rows, cols), float32 sums from cuBLAS, contiguous.
 template <typename W>
+__global__ void rank1_add_kernel(W* __restrict__ w, int64_t rows, int64_t cols, int64_t ldw,
+                                 const float* __restrict__ sums, float alpha) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= cols) return;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) add_round(w + r * ldw + c, alpha, sums[r * cols + c]);
+}
+
+// Same update for moderate n: at (n, rows) and bt (n, cols) contiguous (u and v transposed, so both
+// shared-memory tiles load along their contiguous dimension).
+template <typename W, typename Acc>
 __global__ void __launch_bounds__(kThreads) rank1_tiled_kernel(W* __restrict__ w, int64_t rows, int64_t cols,
-                                                                int64_t ldw, const float* __restrict__ at,
-                                                                const float* __restrict__ bt, int64_t n,
-                                                                float alpha) {
-  __shared__ float As[kBK][kBM];
-  __shared__ float Bs[kBK][kBN];
+                                                                int64_t ldw, const Acc* __restrict__ at,
+                                                                const Acc* __restrict__ bt, int64_t n, Acc alpha) {
+  __shared__ Acc As[kBK][kBM];
+  __shared__ Acc Bs[kBK][kBN];
   const int tid = threadIdx.x;
   const int tx = tid % (kBN / kTN), ty = tid / (kBN / kTN);
   const int64_t r0 = static_cast<int64_t>(blockIdx.y) * kBM, c0 = static_cast<int64_t>(blockIdx.x) * kBN;
-  float acc[kTM][kTN] = {};
+  Acc acc[kTM][kTN] = {};
   for (int64_t k0 = 0; k0 < n; k0 += kBK) {
     for (int i = tid; i < kBK * kBM; i += kThreads) {  // coalesced along rows / columns
       const int k = i / kBM, x = i % kBM;
       const bool in_k = k0 + k < n;
-      As[k][x] = (in_k && r0 + x < rows) ? at[(k0 + k) * rows + r0 + x] : 0.f;
-      Bs[k][x] = (in_k && c0 + x < cols) ? bt[(k0 + k) * cols + c0 + x] : 0.f;
+      As[k][x] = (in_k && r0 + x < rows) ? at[(k0 + k) * rows + r0 + x] : Acc(0);
+      Bs[k][x] = (in_k && c0 + x < cols) ? bt[(k0 + k) * cols + c0 + x] : Acc(0);
     }
     __syncthreads();
 #pragma unroll
     for (int k = 0; k < kBK; ++k) {
-      float ar[kTM], br[kTN];
+      Acc ar[kTM], br[kTN];
 #pragma unroll
       for (int i = 0; i < kTM; ++i) ar[i] = As[k][ty * kTM + i];
 #pragma unroll
@@ -106,25 +131,48 @@ __global__ void __launch_bounds__(kThreads) rank1_tiled_kernel(W* __restrict__ w
   }
 }
 
-template <typename W>
+dim3 row_grid(int64_t rows, int64_t cols) {
+  return dim3(static_cast<unsigned>((cols + kThreads - 1) / kThreads),
+              static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
+}
+
+template <typename W, typename Acc>
 void launch(const at::Tensor& w2, const at::Tensor& a, const at::Tensor& b, double alpha) {
   const int64_t rows = w2.size(0), cols = w2.size(1), n = a.size(1);
   const int64_t ldw = rows > 1 ? w2.stride(0) : cols;
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   W* w = reinterpret_cast<W*>(w2.data_ptr());
-  const at::Tensor bt = b.to(at::kFloat).t().contiguous();  // (n, cols)
+  constexpr auto acc_type = std::is_same_v<Acc, double> ? at::kDouble : at::kFloat;
+  // cuBLAS only where it keeps float32: TF32 (allowed by the user globally) would round u and v to
+  // 10 mantissa bits, which the contract rules out.
+  if (std::is_same_v<Acc, float> && n > kBlasMinN && !at::globalContext().allowTF32CuBLAS()) {
+    const at::Tensor af = a.to(at::kFloat);                        // (rows, n), any strides
+    const at::Tensor bt = b.to(at::kFloat).t();                    // (n, cols) view
+    const int64_t chunk = std::clamp<int64_t>(kBlasTileElems / std::max<int64_t>(cols, 1), 1, rows);
+    at::Tensor sums = at::empty({chunk, cols}, af.options());     // bounded float32 scratch
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const int64_t len = std::min(chunk, rows - r0);
+      at::Tensor t = sums.narrow(0, 0, len);
+      at::mm_out(t, af.narrow(0, r0, len), bt);
+      rank1_add_kernel<W><<<row_grid(len, cols), kThreads, 0, stream>>>(
+          w + r0 * ldw, len, cols, ldw, t.const_data_ptr<float>(), static_cast<float>(alpha));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    return;
+  }
+  const at::Tensor bt = b.to(acc_type).t().contiguous();  // (n, cols)
   if (n <= kDirectMaxN) {
-    const at::Tensor af = a.to(at::kFloat).contiguous();  // (rows, n)
-    const dim3 grid(static_cast<unsigned>((cols + kThreads - 1) / kThreads),
-                    static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
-    rank1_direct_kernel<W><<<grid, kThreads, 0, stream>>>(w, rows, cols, ldw, af.const_data_ptr<float>(),
-                                                          bt.const_data_ptr<float>(), n, static_cast<float>(alpha));
+    const at::Tensor ac = a.to(acc_type).contiguous();  // (rows, n)
+    rank1_direct_kernel<W, Acc><<<row_grid(rows, cols), kThreads, 0, stream>>>(
+        w, rows, cols, ldw, ac.const_data_ptr<Acc>(), bt.const_data_ptr<Acc>(), n, static_cast<Acc>(alpha));
   } else {
-    const at::Tensor at_ = a.to(at::kFloat).t().contiguous();  // (n, rows)
-    TORCH_CHECK((rows + kBM - 1) / kBM <= 65535, "rank1_apply (CUDA): too many rows (", rows, ")");
+    const at::Tensor at_ = a.to(acc_type).t().contiguous();  // (n, rows)
+    if ((rows + kBM - 1) / kBM > 65535) {
+      TORCH_CHECK(false, "rank1_apply (CUDA): too many rows: " + std::to_string(rows));
+    }
     const dim3 grid(static_cast<unsigned>((cols + kBN - 1) / kBN), static_cast<unsigned>((rows + kBM - 1) / kBM));
-    rank1_tiled_kernel<W><<<grid, kThreads, 0, stream>>>(w, rows, cols, ldw, at_.const_data_ptr<float>(),
-                                                         bt.const_data_ptr<float>(), n, static_cast<float>(alpha));
+    rank1_tiled_kernel<W, Acc><<<grid, kThreads, 0, stream>>>(
+        w, rows, cols, ldw, at_.const_data_ptr<Acc>(), bt.const_data_ptr<Acc>(), n, static_cast<Acc>(alpha));
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -132,13 +180,12 @@ void launch(const at::Tensor& w2, const at::Tensor& a, const at::Tensor& b, doub
 // weight (R, C) with unit column stride += alpha * a (R, n) @ b (C, n)^T.
 void apply_rowmajor(const at::Tensor& w2, const at::Tensor& a, const at::Tensor& b, double alpha) {
   switch (w2.scalar_type()) {
-    case at::kHalf: return launch<c10::Half>(w2, a, b, alpha);
-    case at::kBFloat16: return launch<c10::BFloat16>(w2, a, b, alpha);
-    case at::kFloat: return launch<float>(w2, a, b, alpha);
-    case at::kDouble:  // the accuracy option: cuBLAS DGEMM, beta = 1, one rounding
-      w2.addmm_(a.to(at::kDouble), b.to(at::kDouble).t(), /*beta=*/1, /*alpha=*/alpha);
-      return;
-    default: TORCH_CHECK_VALUE(false, "rank1_apply: unsupported weight dtype ", w2.scalar_type());
+    case at::kHalf: return launch<c10::Half, float>(w2, a, b, alpha);
+    case at::kBFloat16: return launch<c10::BFloat16, float>(w2, a, b, alpha);
+    case at::kFloat: return launch<float, float>(w2, a, b, alpha);
+    case at::kDouble: return launch<double, double>(w2, a, b, alpha);  // the accuracy option: float64 sums
+    default:
+      TORCH_CHECK_VALUE(false, std::string("rank1_apply: unsupported weight dtype ") + c10::toString(w2.scalar_type()));
   }
 }
 

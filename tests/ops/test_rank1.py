@@ -40,7 +40,10 @@ def _inputs(d, m, n, dtype, transposed, device, scale=1.0, seed=0):
 
 def _truth(w, u, v, transposed, alpha=1.0):
     """The float64 truth, through the reference (it is the spec) on float64 copies."""
-    return rank1_apply.reference(w.double(), u.double(), v.double(), transposed, alpha)
+    # copy=True: for a float64 weight, w.double() would be w itself, and the in-place reference would
+    # update the caller's weight (until 2026-11 that made the float64 rounds-once test compare a tensor
+    # with itself on the CPU, and apply every edit twice on the GPU).
+    return rank1_apply.reference(w.to(torch.float64, copy=True), u.double(), v.double(), transposed, alpha)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,15 +248,16 @@ def test_rank1_apply_writes_through_views(backend, backend_device, view, dtype):
 def test_rank1_apply_refuses_overlapping_weight(backend, backend_device):
     w = torch.randn(4, 1, device=backend_device).expand(4, 5)  # 5 columns share one element
     with pytest.raises(RuntimeError):
-        rank1_apply(w, torch.randn(4, 2), torch.randn(5, 2), backend=backend)
+        rank1_apply(w, torch.randn(4, 2, device=backend_device), torch.randn(5, 2, device=backend_device),
+                    backend=backend)
 
 
 @pytest.mark.op_backends("rank1_apply")
 def test_rank1_apply_edits_parameters(backend, backend_device):
     # Editing a model's nn.Parameter (a leaf that requires grad) works: the op runs under no_grad.
     p = torch.nn.Parameter(torch.zeros(3, 2, device=backend_device))
-    rank1_apply(p, torch.ones(3, 1), torch.ones(2, 1), backend=backend)
-    assert torch.equal(p.detach(), torch.ones(3, 2)) and p.grad_fn is None
+    rank1_apply(p, torch.ones(3, 1, device=backend_device), torch.ones(2, 1, device=backend_device), backend=backend)
+    assert torch.equal(p.detach().cpu(), torch.ones(3, 2)) and p.grad_fn is None
 
 
 BAD_INPUTS = [  # (weight shape, u shape, v shape, transposed, weight dtype, u dtype, message part)
