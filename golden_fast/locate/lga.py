@@ -74,6 +74,9 @@ class LGAConfig:
         tukey_k: Tukey fence factor k (1.0, the paper's); None: no filter.
         top_k: how many layers to return (multi-layer editors).
         batch_size: requests per forward/backward pass.
+        checkpoint: recompute each block during backward (activation checkpointing, Hugging Face
+            blocks only) instead of keeping its activations: peak memory drops to the block inputs
+            plus one block's activations, for one more forward pass. Ours.
     """
 
     theta: str = "down"
@@ -85,6 +88,7 @@ class LGAConfig:
     tukey_k: float | None = 1.0
     top_k: int = 1
     batch_size: int = 8
+    checkpoint: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -194,6 +198,39 @@ def _no_param_grads(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def _recompute_blocks(adapter, low: int) -> Iterator[None]:
+    """Blocks low.. recompute their activations in backward (torch.utils.checkpoint, non-reentrant),
+    through Hugging Face's own per-block switch (`GradientCheckpointingLayer`), set on the blocks
+    alone: their submodules stay in eval mode (no dropout), and the model's settings are restored."""
+    import functools
+
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    blocks = [adapter.block(layer) for layer in range(low, adapter.n_layers)]
+    if not all(isinstance(b, GradientCheckpointingLayer) for b in blocks):
+        raise ValueError(f"LGA checkpoint=True: the {adapter.family} blocks do not support activation checkpointing")
+    names = ("gradient_checkpointing", "_gradient_checkpointing_func")
+    saved = [(b, b.training, [b.__dict__.get(n, _MISSING) for n in names]) for b in blocks]
+    fn = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
+    try:
+        for b in blocks:
+            b.gradient_checkpointing, b._gradient_checkpointing_func = True, fn
+            b.training = True  # the switch reads the block's own flag; its children keep eval mode
+        yield
+    finally:
+        for b, training, values in saved:
+            b.training = training
+            for n, v in zip(names, values):
+                if v is _MISSING:
+                    b.__dict__.pop(n, None)
+                else:
+                    setattr(b, n, v)
+
+
 @dataclasses.dataclass
 class _Seq:
     """One scored sequence: its input ids and the positions (in the unpadded ids) whose next-token
@@ -237,8 +274,10 @@ def _grad_pass(
     outs = [p.site_out for p in parts]
     # gradients enter at the lowest candidate layer's input: a leaf that needs them
     enter = lambda t: t.detach().requires_grad_(True)  # noqa: E731
+    recompute = _recompute_blocks(adapter, low) if cfg.checkpoint else contextlib.nullcontext()
     with (
         torch.enable_grad(),
+        recompute,
         edit_site(adapter, f"layers.{low}.in", enter),
         capture(sites, ins, detach=True) as cap_in,
         capture(sites, outs, detach=True, grads=True) as cap_out,

@@ -189,3 +189,18 @@ def test_bad_options_and_requests_raise_clearly():
     trace_only = EditRequest("{} is located in", "Paris", None, ground_truth="France", case_id=77)
     with pytest.raises(ValueError, match=r"case_id 77.*'target_new'"):
         locate(model, tok, [trace_only], "lga")
+
+
+@pytest.mark.parametrize("theta", ["down", "block"])
+def test_checkpointed_blocks_give_the_same_products(tiny64, theta):
+    """checkpoint=True recomputes each block in backward: the hooks fire twice, the result must not move."""
+    name, model, tok = tiny64
+    reqs = _requests()
+    layers = [1, 2, 3]
+    res = lga_inner_products(model, tok, reqs, layers, LGAConfig(theta=theta, checkpoint=True, batch_size=2))
+    ab, aa, bb = _truth(model, tok, reqs, theta, layers)
+    _close(res["ab"], ab, np.sqrt(aa * bb))
+    _close(res["bb"], bb, bb)
+    blocks = [get_adapter(model).block(layer) for layer in range(4)]
+    assert not any(b.training or b.gradient_checkpointing for b in blocks)  # the switch is undone
+    assert all("_gradient_checkpointing_func" not in b.__dict__ for b in blocks)
