@@ -15,6 +15,10 @@ Numerics: float32 everywhere (input_precision="ieee" for float32 operands, never
 float32 accumulation, which equals widening first up to summation order, since the product of two
 16-bit values is exact in float32; mixed pairs are widened. Under the interpreter bf16 is widened
 (its bf16 dot is wrong, STYLE B4). Zero (padding) rows contribute exactly zero, as in the reference.
+
+Measured on an H200 (triton 3.6; 30 layers, 8 samples, 48 tokens, m = 1536, d = 576): bf16 inputs
+0.053 ms against the reference's 0.30 ms; float32 inputs 0.37 ms against 0.15 ms (float32 operands
+run on the CUDA cores without TF32, where cuBLAS's float32 GEMMs are faster).
 """
 
 from __future__ import annotations

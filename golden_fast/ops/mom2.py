@@ -35,11 +35,15 @@ tests/_reference_check.py for T >= 300), and its own thread pool fights torch's 
 (8x slower than addmm_ at m = 128 under load).
 
 "triton" (kernels/mom2.py, CUDA): one program per tile of the upper triangle, masked rows never read,
-16-bit keys multiplied exactly on the tensor cores with float32 sums; TF32 is never used.
+16-bit keys multiplied exactly on the tensor cores with float32 sums, Kahan-compensated chunk sums;
+TF32 is never used. Measured on an H200 (triton 3.6, torch 2.11), m = 1536, T = 4096: bf16 keys
+0.067 ms against the reference's 0.44 ms (6.5x), float32 keys 1.2x, with a max error from the
+float64 truth of 3.3e-4 (cuBLAS in the reference: 7.4e-4; a plain dot chain over T had 3.5e-3).
 
 mom2_update_many(accs, keys, mask=None) -> accs is the same update for every layer of one batch,
 stacked: accs (L, m, m), keys (L, ..., m), one mask. The Triton backend does all layers in one
 launch (a single layer's tiles fill a GPU poorly: 78 tiles for m = 1536); on the CPU it loops.
+H200, 30 layers x 2,048 bf16 keys of m = 1536: 0.62 ms, against 7.7 ms for the reference's loop.
 """
 
 from __future__ import annotations

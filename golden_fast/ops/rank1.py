@@ -27,7 +27,11 @@ registered here (torch.library.opcheck, torch.compile). The C++ kernel fuses loa
 round into one SIMD pass over the rows for n <= 8 (OpenMP, AVX-512/AVX2/SSE2 chosen at run time), and
 beyond that adds BLAS-computed float32 tiles of 256 x 512 sums into the weight; float32 weights take
 the same path (torch's own GEMM is slow for 2 <= n <= 8), float64 weights an in-place GEMM. The CUDA
-kernel is a tiled float32 GEMM whose epilogue adds into the weight and rounds once.
+kernel adds float32 sums into the weight and rounds once: a fused loop for n <= 16, a SIMT GEMM tile
+with the add as epilogue up to n = 256, cuBLAS (never TF32) on bounded row blocks beyond. On an
+H200, rank1_apply_many on 30 bf16 576 x 1536 weights took 0.22 / 0.70 / 2.1 / 12.5 ms for
+n = 1 / 100 / 1,000 / 10,000 terms each, 8.4x / 2.2x / 1.1x / 1.0x the reference's loop; on a
+float32 3840 x 15360 weight the reference's single addmm_ is faster (0.6-0.8x).
 
 rank1_apply_many(weights, us, vs, transposed=False, alpha=1.0) applies stacked terms to several
 weights in one call (below); per weight it is bitwise rank1_apply on the same backend.

@@ -24,8 +24,11 @@ Contract:
 - The target's logit is read from the same chunk matmul that gives the argmax, so a
   target that is the argmax has logprob exactly equal to -logsumexp + max.
 
-The torch reference is this chunked computation itself; the issue "Native speed" adds
-a fused kernel behind the same name.
+The torch reference is this chunked computation itself; kernels/token_logprobs.py is the fused
+Triton kernel ("triton", CUDA: online logsumexp over vocabulary tiles, no logits in memory).
+Measured on an H200, bf16, 512 positions: SmolLM2 (V = 49,152, d = 576) 0.25 ms against the
+reference's 1.6 ms; Gemma-3-12B (V = 262,144, d = 3840, softcap 30) 2.7 ms against 28.6 ms;
+float32 inputs run at the reference's speed (no tensor cores without TF32).
 
 Import it as `from golden_fast.ops.token_logprobs import token_logprobs` (or
 `golden_fast.ops.get_op("token_logprobs")`): this module has the op's name, so once it is
