@@ -137,10 +137,11 @@ def _model(args):
     torch.manual_seed(0)
     cfg = LlamaConfig(**SMOLLM2)
     cfg._name_or_path = "smollm2-135m-random"
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).to(args.device).eval()
-    try:  # the real tokenizer when cached; else a tiny one (ids stay below the vocabulary size)
-        tok = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M", local_files_only=True)
-    except Exception:
+    model = AutoModelForCausalLM.from_config(cfg).float().to(args.device).eval()
+    if args.tokenizer:  # the real tokenizer's files (carried to a machine without the model cache)
+        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        tok.padding_side = "left"
+    else:  # a tiny one: ids stay below the vocabulary size; sequences are longer than the real ones
         tok = build_tiny("tiny-llama")[1]
     return model, tok
 
@@ -179,6 +180,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--random-weights", action="store_true", help="SmolLM2-135M's architecture, random weights")
+    ap.add_argument("--tokenizer", default=None, help="with --random-weights: a folder with the real tokenizer")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data", default=str(DATA) if DATA.is_file() else "builtin")
     ap.add_argument("--n", type=int, default=16, help="proxy facts per LGA run")
