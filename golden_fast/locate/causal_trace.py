@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from golden_fast.hooks import capture, edit_module_output, patch
+from golden_fast.hooks import capture, edit_module_output, layers_from, patch
 from golden_fast.models import get_adapter
 from golden_fast.tokens import fill, subject_last_token, target_span
 
@@ -166,9 +166,8 @@ def _window(layer: int, window: int, n_layers: int) -> range:
 
 
 @torch.no_grad()
-def _last_probs(adapter, ids: torch.Tensor) -> torch.Tensor:
-    """Next-token distribution (R, V) float32 at the last position of each row of ids (R, T)."""
-    hidden = adapter.body()(input_ids=ids, use_cache=False).last_hidden_state[:, -1]  # (R, d)
+def _head_probs(adapter, hidden: torch.Tensor) -> torch.Tensor:
+    """Next-token distribution (R, V) float32 from final hidden states (R, d)."""
     logits = adapter.lm_head()(hidden).float()  # (R, V)
     cap = adapter.logit_softcap
     if cap:
@@ -177,8 +176,13 @@ def _last_probs(adapter, ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _last_probs(adapter, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token distribution (R, V) float32 at the last position of each row of ids (R, T)."""
+    return _head_probs(adapter, adapter.body()(input_ids=ids, use_cache=False).last_hidden_state[:, -1])
+
+
+@torch.no_grad()
 def _restored(
-    model,
     adapter,
     ids: list[int],
     subj: tuple[int, int],
@@ -187,43 +191,62 @@ def _restored(
     clean: dict[int, torch.Tensor],
     cfg: CMAConfig,
     sigma: float,
-) -> np.ndarray:
-    """Mean P(answer) over the noisy copies for each configuration (token, layers to restore).
-    A configuration with no layers is the plain corrupted run."""
+) -> tuple[float, np.ndarray]:
+    """(P_corrupted, mean P(answer) over the noisy copies for each configuration (token, layers to
+    restore)).
+
+    Every run of the same noisy copy is identical below the first restored layer, so the corrupted
+    pass records the residual entering the layers where runs start, and each batch of
+    configurations runs only the blocks from there up (`hooks.layers_from`): for ROME's window of
+    10 on 30 layers, up to 43% of the block evaluations are saved; the result is the same
+    computation.
+    """
     device = adapter.lm_head().weight.device
     S = cfg.samples
     b, e = subj
     g = torch.Generator().manual_seed(cfg.seed)
-    d = adapter.d_model
-    noise = (torch.randn(S, e - b, d, generator=g) * sigma).to(device)  # the same draws for every config
-    per = max(1, cfg.batch_rows // S)  # configurations per forward pass
-    out = np.zeros(len(configs))
+    noise = (torch.randn(S, e - b, adapter.d_model, generator=g) * sigma).to(device)  # the same for every config
     site = _SITE[cfg.kind]
-    for lo in range(0, len(configs), per):
-        chunk = configs[lo : lo + per]
-        R = len(chunk) * S
-        x = torch.tensor([ids] * R, device=device)
+    # chunks of configurations in order of their first restored layer; a chunk runs from the lowest
+    # first layer among its members (full batches, at the price of a few blocks recomputed)
+    per = max(1, cfg.batch_rows // S)  # configurations per forward pass
+    order = sorted(range(len(configs)), key=lambda i: min(configs[i][1]))
+    chunks = [order[lo : lo + per] for lo in range(0, len(order), per)]
+    starts = sorted({min(configs[c[0]][1]) for c in chunks})
 
-        def add_noise(t: torch.Tensor, R: int = R) -> torch.Tensor:
-            t = t.clone()
-            t[:, b:e] += noise.repeat(R // S, 1, 1).to(t.dtype)
-            return t
+    def add_noise(t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        t[:, b:e] += noise.to(t.dtype)
+        return t
 
-        # site -> (rows, cols) to restore from the clean run
-        todo: dict[int, tuple[list[int], list[int]]] = {}
-        for c, (tok_pos, layers) in enumerate(chunk):
+    # the corrupted pass: P_corrupted, and the noisy residual entering every layer a chunk starts at
+    x = torch.tensor([ids] * S, device=device)
+    sites = [f"layers.{j}.in" for j in starts]
+    with edit_module_output(adapter.embeddings(), add_noise), capture(adapter, sites) as cap:
+        low = float(_last_probs(adapter, x)[:, answer].double().mean())
+    resid = {j: cap[f"layers.{j}.in"] for j in starts}  # (S, T, d) each
+    del cap
+
+    out = np.zeros(len(configs))
+    for chunk in chunks:
+        start = min(configs[chunk[0]][1])
+        todo: dict[int, tuple[list[int], list[int]]] = {}  # layer -> (rows, cols) to restore
+        for c, i in enumerate(chunk):
+            tok_pos, layers = configs[i]
             for layer in layers:
                 rows, cols = todo.setdefault(layer, ([], []))
                 rows += list(range(c * S, (c + 1) * S))
                 cols += [tok_pos] * S
+        h = resid[start].repeat(len(chunk), 1, 1)  # (R, T, d): copy s of every config is row c * S + s
         with contextlib.ExitStack() as stack:
-            stack.enter_context(edit_module_output(adapter.embeddings(), add_noise))
+            top = stack.enter_context(layers_from(adapter, start))
             for layer, (rows, cols) in todo.items():
                 value = clean[layer][0, cols]  # (P, width): the clean output at each restored cell
                 stack.enter_context(patch(adapter, f"layers.{layer}.{site}", rows, cols, value, mode="replace"))
-            p = _last_probs(adapter, x)[:, answer]
-        out[lo : lo + len(chunk)] = p.view(len(chunk), S).double().mean(1).cpu().numpy()
-    return out
+            hidden = top(inputs_embeds=h, use_cache=False).last_hidden_state[:, -1]  # (R, d)
+        p = _head_probs(adapter, hidden)[:, answer]
+        out[chunk] = p.view(len(chunk), S).double().mean(1).cpu().numpy()
+    return low, out
 
 
 @dataclasses.dataclass
@@ -267,8 +290,14 @@ def _trace_one(model, tok, req, layers, positions, cfg: CMAConfig, sigma: float)
     top_id = int(p_all.argmax())
     answer = top_id if data_answer is None else data_answer
     clean = {j: cap[f"layers.{j}.{site}"] for j in needed}
-    configs = [(-1, ())] + [(t, list(_window(layer, cfg.window, L))) for t in positions for layer in layers]
-    probs = _restored(model, adapter, ids, (b, e), answer, configs, clean, cfg, sigma)
+    # cells before the subject never see the noise (causal attention): restoring them is a no-op, so
+    # they are the corrupted probability itself, not worth a run
+    cells = [(t, layer) for t in positions for layer in layers]
+    run = [i for i, (t, _) in enumerate(cells) if t >= b]
+    configs = [(cells[i][0], list(_window(cells[i][1], cfg.window, L))) for i in run]
+    low, probs_run = _restored(adapter, ids, (b, e), answer, configs, clean, cfg, sigma)
+    probs = np.full(len(cells), low)
+    probs[run] = probs_run
     return TraceResult(
         prompt=req.text,
         subject=req.subject,
@@ -278,8 +307,8 @@ def _trace_one(model, tok, req, layers, positions, cfg: CMAConfig, sigma: float)
         subject_range=(b, e),
         layers=list(layers),
         token_positions=positions,
-        scores=probs[1:].reshape(len(positions), len(layers)),
-        low=float(probs[0]),
+        scores=probs.reshape(len(positions), len(layers)),
+        low=low,
         high=float(p_all[answer]),
         correct=top_id == answer,
         kind=cfg.kind,

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from golden_fast.data import EditRequest
-from golden_fast.hooks import edit_module_output, edit_site
+from golden_fast.hooks import capture, edit_module_output, edit_site
 from golden_fast.locate import locate
-from golden_fast.locate.causal_trace import CMAConfig, _subject_range, plot_heatmap, trace_heatmap
+from golden_fast.locate.causal_trace import CMAConfig, _restored, _subject_range, plot_heatmap, trace_heatmap
 from golden_fast.models import TINY_NAMES, build_tiny, get_adapter
 
 FACTS = [
@@ -53,16 +53,27 @@ def test_restoring_the_only_noised_token_restores_the_clean_probability(model_to
 
 def test_tokens_before_the_subject_restore_nothing(model_tok):
     """Noise enters at the subject; in a causal model the positions before it never see it, so
-    restoring them changes nothing: those heatmap rows equal the corrupted probability."""
+    restoring them changes nothing. The heatmap relies on this (it fills those cells with the
+    corrupted probability without running them): check it on real runs of such cells."""
     _, model, tok = model_tok
     req = _requests()[2]
-    tr = trace_heatmap(model, tok, req, CMAConfig(answer="greedy", window=3, noise_std=1.0))
-    b, e = tr.subject_range
-    assert tr.scores.shape == (len(tr.tokens), get_adapter(model).n_layers) and b >= 1
-    before = np.abs(tr.scores[:b] - tr.low).max()
-    assert before <= 1e-5 * tr.low  # float rounding of a different batch, nothing more
-    # the subject rows do restore something (random tiny models: a small effect, far above rounding)
-    assert np.abs(tr.scores[b:e] - tr.low).max() > 10 * max(before, 1e-12)
+    adapter = get_adapter(model)
+    cfg = CMAConfig(answer="greedy", window=3, noise_std=1.0)
+    ids, b, e = _subject_range(tok, req)
+    assert b >= 2
+    site = [f"layers.{j}.mlp.out" for j in range(adapter.n_layers)]
+    with capture(adapter, site) as cap:
+        model(input_ids=torch.tensor([ids]))
+    clean = {j: cap[s] for j, s in enumerate(site)}
+    configs = [(t, [layer]) for t in range(b) for layer in range(adapter.n_layers)]  # every pre-subject cell
+    configs += [(e - 1, [layer]) for layer in range(adapter.n_layers)]  # and the subject's last token
+    low, probs = _restored(adapter, ids, (b, e), 0, configs, clean, cfg, 3.0)
+    before = np.abs(probs[: -adapter.n_layers] - low).max()
+    assert before <= 1e-5 * low  # float rounding of a different batch, nothing more
+    # the subject's cells do restore something (random tiny models: a small effect, far above rounding)
+    assert np.abs(probs[-adapter.n_layers :] - low).max() > 10 * max(before, 1e-12)
+    tr = trace_heatmap(model, tok, req, cfg)
+    assert tr.scores.shape == (len(ids), adapter.n_layers) and bool((tr.scores[:b] == tr.low).all())
 
 
 def test_zero_noise_has_no_effect():
