@@ -280,7 +280,7 @@ def main() -> int:
         "--layers", type=lambda s: [int(x) for x in s.split(",")], default=None, help="candidate layers (default: all)"
     )
     ap.add_argument("--thetas", type=lambda s: s.split(","), default=["down"], help="LGA theta options to run")
-    ap.add_argument("--batch-size", type=int, default=8, help="LGA requests per pass")
+    ap.add_argument("--batch-size", type=int, default=16, help="LGA requests per pass (CPU: larger is faster)")
     ap.add_argument("--cma-samples", type=int, default=10)
     ap.add_argument(
         "--cma-answer",

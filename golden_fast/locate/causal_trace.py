@@ -276,7 +276,11 @@ class TraceResult:
         return self.scores - self.low
 
 
-def _trace_one(model, tok, req, layers, positions, cfg: CMAConfig, sigma: float) -> TraceResult:
+def _trace_one(
+    model, tok, req, layers, positions, cfg: CMAConfig, sigma: float, skip_wrong: bool = False
+) -> TraceResult:
+    """Trace one request; with `skip_wrong`, a request the clean model gets wrong stops after the
+    clean pass (its `scores` are then empty: nothing was restored)."""
     adapter = get_adapter(model)
     device = adapter.lm_head().weight.device
     ids, b, e = _subject_range(tok, req)
@@ -290,6 +294,23 @@ def _trace_one(model, tok, req, layers, positions, cfg: CMAConfig, sigma: float)
     top_id = int(p_all.argmax())
     answer = top_id if data_answer is None else data_answer
     clean = {j: cap[f"layers.{j}.{site}"] for j in needed}
+    if skip_wrong and top_id != answer:
+        return TraceResult(
+            req.text,
+            req.subject,
+            tok.decode([answer]),
+            answer,
+            [tok.decode([i]) for i in ids],
+            (b, e),
+            list(layers),
+            positions,
+            np.zeros((0, len(layers))),
+            math.nan,
+            float(p_all[answer]),
+            False,
+            cfg.kind,
+            cfg.window,
+        )
     # cells before the subject never see the noise (causal attention): restoring them is a no-op, so
     # they are the corrupted probability itself, not worth a run
     cells = [(t, layer) for t in positions for layer in layers]
@@ -372,7 +393,7 @@ def causal_trace(
             it = tqdm(requests, desc=f"CMA ({cfg.kind})", unit="fact")
         traces, skipped = [], []
         for req in it:
-            tr = _trace_one(model, tokenizer, req, layers, None, cfg, sigma)
+            tr = _trace_one(model, tokenizer, req, layers, None, cfg, sigma, skip_wrong=cfg.skip_wrong)
             if cfg.skip_wrong and not tr.correct:
                 skipped.append({"ref": req.ref, "answer": tr.answer, "p_clean": tr.high})
                 continue
