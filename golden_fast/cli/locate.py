@@ -76,6 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--tukey-k", type=_k, default=1.0, help="Tukey fence factor (default 1; 'none': no filter)")
     g.add_argument("--batch-size", type=int, default=8, help="requests per pass (default 8)")
+    g.add_argument(
+        "--checkpoint", action="store_true", help="recompute each block in backward: less memory, one more forward pass"
+    )
     g = p.add_argument_group("causal tracing (cma)")
     g.add_argument("--kind", default="mlp", choices=("mlp", "attn", "hidden"), help="what is restored")
     g.add_argument("--window", type=int, default=10, help="layers restored around each layer (default 10)")
@@ -134,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
             tukey_k=args.tukey_k,
             top_k=args.top_k,
             batch_size=args.batch_size,
+            checkpoint=args.checkpoint,
             progress=progress,
         )
     elif args.method == "cma":

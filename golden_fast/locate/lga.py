@@ -313,7 +313,7 @@ def _grad_pass(
                 f"LGA: layer {p.layer} {p.path!r}: expected (B, T, width) tensors, got "
                 f"{tuple(k.shape)} / {tuple(g.shape)}"
             )
-        g = g * mask[..., None].to(g.dtype)
+        g.mul_(mask[..., None].to(g.dtype))  # in place: the captured gradient is ours alone
         bias = getattr(p.module, "bias", None) if p.kind == "linear" else None
         out[p] = (k, g, g.float().sum(1) if bias is not None else None)  # bias gradient: sum_t g_t (B, d)
     return out, per_seq.detach().tolist()
