@@ -189,10 +189,11 @@ class LayerScores:
         return self.summary()
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: numpy values become lists and numbers, absent (NaN) values None."""
         d = dataclasses.asdict(self)
         d["fences"] = list(self.fences) if self.fences else None
         d["format_version"] = _FORMAT_VERSION
-        return d
+        return _jsonable(d)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LayerScores:
@@ -209,7 +210,7 @@ class LayerScores:
         return cls(**d)
 
     def to_json(self, path: str | Path | None = None, indent: int | None = 1) -> str:
-        text = json.dumps(_jsonable(self.to_dict()), indent=indent, allow_nan=False)
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
             Path(path).write_text(text)
         return text

@@ -85,3 +85,14 @@ def test_build_reselect_and_json_round_trip(tmp_path):
 def test_plot_writes_a_png(tmp_path):
     out = _scores().plot(tmp_path / "sub" / "lga.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_to_dict_is_plain_json(tmp_path):
+    import json
+
+    import numpy as np
+
+    s = _scores()
+    s.extra["per_sample"] = {"ab": np.ones((2, 3)), "n": np.int64(4)}
+    d = s.to_dict()
+    assert json.loads(json.dumps(d, allow_nan=False))["extra"]["per_sample"] == {"ab": [[1.0] * 3] * 2, "n": 4}
