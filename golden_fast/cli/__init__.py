@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # subcommand modules, in the order `--help` lists them
-_COMMANDS = ["run", "models", "data", "edit", "stats", "evaluate", "locate", "demo"]
+_COMMANDS = ["run", "models", "data", "edit", "stats", "evaluate", "locate", "experiment", "demo"]
 
 # exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad input
 EXIT_FAILURE = 1

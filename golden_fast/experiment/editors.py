@@ -1,0 +1,161 @@
+"""Each editor's test metrics at each chosen layer.
+
+- ROME / R-ROME: every test fact edited alone at the layer, evaluated while applied, reverted
+  (`Editor.edit_each`, v* batched over `group_size` facts); one JSONL row per fact, so an
+  interrupted run resumes at the next fact.
+- MEMIT / EMMET: all test facts as one batch at that single layer, evaluated, reverted; one JSON
+  file per (editor, layer).
+
+Locality is measured against the unedited model's predictions (`pre`, one report for the whole
+evaluation pool). Files: <folder>/<editor>-L<layer>.jsonl or .json, and meta.json (the settings; a
+folder made with other settings is refused).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from golden_fast.edit import Editor
+from golden_fast.evaluate import EvalReport, evaluate
+from golden_fast.experiment.memory import measure_peak
+from golden_fast.experiment.store import append_jsonl, check_meta, read_json, read_jsonl, write_json
+from golden_fast.locate.brute_force import request_key
+
+__all__ = ["EditorLayerResult", "editor_matrix", "run_editors"]
+
+_SINGLE = ("rome", "r-rome")
+
+
+@dataclasses.dataclass
+class EditorLayerResult:
+    """One editor at one layer: per-fact metrics (in the order of the facts given), time, memory."""
+
+    method: str
+    layer: int
+    keys: list[str]
+    metrics: list[dict[str, float]]
+    seconds: float
+    peak: dict[str, Any] | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def _path(folder: Path, method: str, layer: int) -> Path:
+    return folder / f"{method}-L{layer:02d}.{'jsonl' if method in _SINGLE else 'json'}"
+
+
+def _single(model, tok, facts, keys, pre, suites, method, layer, hp, moments, group_size, path: Path,
+            progress: bool) -> EditorLayerResult:
+    rows = {r["key"]: r for r in read_jsonl(path)}
+    todo = [i for i, k in enumerate(keys) if k not in rows]
+    if todo:
+        ed = Editor(model, tok, method, layers=[layer], hparams=dict(hp), stats=moments, progress=False)
+
+        def record(j: int, req: Any, res: Any) -> None:
+            # called while this fact's edit is applied; edit_each reverts it afterwards
+            post = evaluate(model, tok, [req], pre=pre, suites=suites)
+            row = {"key": keys[todo[j]], "ref": req.ref, "seconds": res.wall_time,
+                   "update_norm": res.traces[0].update_norm if res.traces else None,
+                   "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", []) or []}),
+                   "metrics": post.by_request().get(0, {})}
+            append_jsonl(path, row)
+            rows[row["key"]] = row
+
+        if progress:
+            print(f"  {method} at layer {layer}: {len(todo)} fact(s) to edit one by one", flush=True)
+        ed.edit_each([facts[i] for i in todo], record, group_size=group_size, progress=progress)
+    return EditorLayerResult(
+        method, layer, list(keys), [rows[k]["metrics"] for k in keys], float(sum(rows[k]["seconds"] for k in keys)),
+        warnings=sorted({w for k in keys for w in rows[k].get("warnings", [])}),
+    )
+
+
+def _batch(model, tok, facts, keys, pre, suites, method, layer, hp, moments, path: Path,
+           progress: bool) -> EditorLayerResult:
+    done = read_json(path)
+    if done is None or done.get("keys") != list(keys):
+        ed = Editor(model, tok, method, layers=[layer], hparams=dict(hp), stats=moments, progress=progress)
+        t0 = time.perf_counter()
+        with measure_peak() as mem:
+            res = ed.edit(list(facts), mode="batch")
+        seconds = time.perf_counter() - t0
+        try:
+            post = evaluate(model, tok, facts, pre=pre, suites=suites)
+        finally:
+            res.revert()
+        by = post.by_request()
+        done = {"method": method, "layer": layer, "keys": list(keys), "seconds": seconds, "peak": mem.to_dict(),
+                "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", []) or []}),
+                "metrics": [by.get(i, {}) for i in range(len(facts))]}
+        write_json(path, done)
+    return EditorLayerResult(method, layer, done["keys"], done["metrics"], float(done["seconds"]), done.get("peak"),
+                             done.get("warnings", []))
+
+
+def run_editors(
+    model: nn.Module,
+    tokenizer: Any,
+    facts: Sequence[Any],
+    layers: Sequence[int],
+    methods: Sequence[str],
+    folder: str | Path,
+    pre: EvalReport,
+    *,
+    hparams: Mapping[str, Any] | None = None,
+    moments: Any = None,
+    suites: Sequence[str] = ("knowedit",),
+    group_size: int = 16,
+    meta: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    on_result: Callable[[EditorLayerResult], None] | None = None,
+) -> dict[tuple[str, int], EditorLayerResult]:
+    """Every (editor, layer) on `facts`, skipping what `folder` already holds.
+
+    Args:
+        hparams: overrides every editor applies on top of its preset.
+        moments: the second moments (a `Moments`) shared by every editor (None: each its own).
+        meta: settings recorded in folder/meta.json (with the facts' keys and suites); a folder made
+            with other settings is refused.
+    """
+    folder = Path(folder)
+    keys = [request_key(r) for r in facts]
+    check_meta(folder, dict(meta or {}) | {"hparams": dict(hparams or {}), "suites": list(suites), "facts": keys},
+               "editors-at-layers results")
+    out: dict[tuple[str, int], EditorLayerResult] = {}
+    for method in methods:
+        for layer in layers:
+            path = _path(folder, method, int(layer))
+            if method in _SINGLE:
+                r = _single(model, tokenizer, facts, keys, pre, suites, method, int(layer), hparams or {}, moments,
+                            group_size, path, progress)
+            else:
+                r = _batch(model, tokenizer, facts, keys, pre, suites, method, int(layer), hparams or {}, moments,
+                           path, progress)
+            out[(method, int(layer))] = r
+            if on_result is not None:
+                on_result(r)
+    return out
+
+
+def editor_matrix(results: Mapping[tuple[str, int], EditorLayerResult], method: str,
+                  layers: Sequence[int]) -> tuple[np.ndarray, list[str]]:
+    """(M[fact, layer, metric], metric names) of one editor over `layers`; NaN where a metric is absent."""
+    per = [results[(method, int(layer))] for layer in layers]
+    metrics: list[str] = []
+    for r in per:
+        for row in r.metrics:
+            metrics += [m for m in row if m not in metrics]
+    n = len(per[0].metrics)
+    M = np.full((n, len(per), len(metrics)), np.nan)
+    for j, r in enumerate(per):
+        for i, row in enumerate(r.metrics):
+            for k, m in enumerate(metrics):
+                if row.get(m) is not None:
+                    M[i, j, k] = float(row[m])
+    return M, metrics

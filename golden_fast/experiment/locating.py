@@ -1,0 +1,234 @@
+"""The locating comparison (the paper's central one): LGA (each variant), causal tracing (CMA) and brute
+force choose a layer on the proxy facts; brute force on test facts gives the ground truth.
+
+Files, under one folder (bench/locate_compare.py uses the same layout):
+  lga-<theta>.json         LayerScores of LGA (every variant inside; reselected, never recomputed)
+  cma.json                 LayerScores of causal tracing, or cma-error.txt when every fact was skipped
+  brute-proxy/             brute-force pairs on the proxy facts (resumable pair by pair)
+  brute-proxy.json         their LayerScores: the brute-force choice
+  <test pairs>/            brute-force pairs on the test facts (the caller names the folder)
+  brute-test.json          their LayerScores: the test golden layer, sample-wise optima, gap
+
+Every run function skips work already on disk; wall times are the methods' own compute (LGA and
+CMA on the whole proxy split, brute force summed over its (fact, layer) pairs across resumed runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from golden_fast.locate import LayerScores
+from golden_fast.locate.brute_force import BruteForceResult, brute_force, brute_scores
+from golden_fast.locate.causal_trace import CMAConfig, causal_trace
+from golden_fast.locate.golden import layer_comparison, overall
+from golden_fast.locate.lga import VARIANTS, LGAConfig, lga
+
+__all__ = [
+    "PAPER",
+    "chosen_layers",
+    "judge",
+    "mean_ci",
+    "run_brute",
+    "run_cma",
+    "run_lga",
+]
+
+#: the label of the paper's LGA: down-projection gradient, signed score, Tukey k = 1
+PAPER = "lga-down-signed (paper)"
+
+
+def _scores(path: Path) -> LayerScores | None:
+    return LayerScores.from_json(path) if path.exists() else None
+
+
+def _save(scores: LayerScores, path: Path) -> None:
+    from golden_fast.experiment.store import write_json
+
+    write_json(path, scores.to_dict())
+
+
+def run_lga(
+    model: nn.Module,
+    tokenizer: Any,
+    proxy: Sequence[Any],
+    layers: Sequence[int],
+    out: str | Path,
+    thetas: Sequence[str] = ("down",),
+    batch_size: int = 16,
+    old_answer: str = "data",
+    progress: bool = True,
+) -> dict[str, LayerScores]:
+    """LGA once per theta on the proxy facts (skipping those already in out/lga-<theta>.json)."""
+    out = Path(out)
+    found = {}
+    for theta in thetas:
+        path = out / f"lga-{theta}.json"
+        s = _scores(path)
+        if s is None:
+            cfg = LGAConfig(theta=theta, batch_size=batch_size, old_answer=old_answer)
+            s = lga(model, tokenizer, proxy, layers, cfg, progress=progress)
+            _save(s, path)
+            print(
+                f"LGA ({theta}) done in {s.wall_time:.1f} s: "
+                + ", ".join(f"{v} -> layer {s.reselect(v).chosen}" for v in VARIANTS),
+                flush=True,
+            )
+        found[theta] = s
+    return found
+
+
+def run_cma(
+    model: nn.Module,
+    tokenizer: Any,
+    proxy: Sequence[Any],
+    layers: Sequence[int],
+    out: str | Path,
+    config: CMAConfig | None = None,
+    progress: bool = True,
+) -> LayerScores | None:
+    """Causal tracing on the proxy facts (skipped when out/cma.json or out/cma-error.txt exists).
+
+    Returns None when every proxy fact was skipped (the clean model never gives the answer): CMA then
+    chooses no layer, and the reason is kept in out/cma-error.txt for the report.
+    """
+    out = Path(out)
+    path, err = out / "cma.json", out / "cma-error.txt"
+    s = _scores(path)
+    if s is not None:
+        return s
+    if err.exists():
+        return None
+    try:
+        s = causal_trace(model, tokenizer, proxy, layers, config or CMAConfig(), progress=progress)
+    except ValueError as exc:  # every proxy fact skipped: say so in the report rather than stop the study
+        if "skipped" not in str(exc):
+            raise
+        out.mkdir(parents=True, exist_ok=True)
+        err.write_text(str(exc))
+        print(f"CMA chose no layer: {exc}", flush=True)
+        return None
+    _save(s, path)
+    print(f"CMA done in {s.wall_time:.1f} s: layer {s.chosen} ({s.extra['n_skipped']} of {s.n_requests} skipped)",
+          flush=True)
+    return s
+
+
+def run_brute(
+    model: nn.Module,
+    tokenizer: Any,
+    requests: Sequence[Any],
+    layers: Sequence[int],
+    editor: Any,
+    pairs: str | Path,
+    scores_path: str | Path,
+    n_boot: int = 2000,
+    progress: bool = True,
+) -> tuple[BruteForceResult, LayerScores]:
+    """Brute force over (fact, layer) pairs, resuming from the pairs folder; its LayerScores (golden
+    analysis inside) are rewritten to `scores_path` from all the pairs each time (cheap)."""
+    res = brute_force(model, tokenizer, requests, layers, editor, out=pairs, progress=progress)
+    s = brute_scores(res, n_boot=n_boot)
+    _save(s, Path(scores_path))
+    return res, s
+
+
+def chosen_layers(out: str | Path, thetas: Sequence[str] = ("down",)) -> dict[str, dict[str, Any]]:
+    """Method label -> {"layer", "wall_time", "n", "note", ...} for every finished locating part."""
+    out = Path(out)
+    found: dict[str, dict[str, Any]] = {}
+    for theta in thetas:
+        s = _scores(out / f"lga-{theta}.json")
+        if s is None:
+            continue
+        for v in VARIANTS:
+            r = s.reselect(v, tukey_k=1.0)
+            dropped = [layer for layer, k in zip(r.layers, r.kept) if not k]
+            label = f"lga-{theta}-{v}" + (" (paper)" if (theta, v) == ("down", "signed") else "")
+            found[label] = {
+                "layer": r.chosen,
+                "wall_time": s.wall_time,
+                "n": s.n_used,
+                "family": "lga",
+                "note": f"Tukey k=1 dropped {dropped}" if dropped else "Tukey k=1 dropped none",
+            }
+        raw = s.reselect("signed", tukey_k=None)
+        found[f"lga-{theta}-signed-nofilter"] = {
+            "layer": raw.chosen,
+            "wall_time": s.wall_time,
+            "n": s.n_used,
+            "family": "lga",
+            "note": "signed score, no Tukey filter",
+        }
+    s = _scores(out / "cma.json")
+    if s is not None:
+        found["cma"] = {
+            "layer": s.chosen,
+            "wall_time": s.wall_time,
+            "n": s.n_used,
+            "family": "cma",
+            "n_skipped": s.extra["n_skipped"],
+            "note": f"{s.extra['n_skipped']} of {s.n_requests} proxy facts skipped (clean model wrong); "
+            f"answer={s.settings.get('answer')}",
+        }
+    s = _scores(out / "brute-proxy.json")
+    if s is not None:
+        found["brute-force"] = {
+            "layer": s.chosen,
+            "wall_time": s.wall_time,
+            "n": s.n_used,
+            "family": "brute",
+            "note": f"{s.n_used} proxy facts x {len(s.layers)} layers",
+        }
+    return found
+
+
+def mean_ci(x: np.ndarray, n_boot: int, seed: int = 0) -> dict[str, Any]:
+    """Mean of the non-NaN values with a 95% percentile-bootstrap interval (None when no value)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if x.size == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    lo, hi = np.percentile(x[idx].mean(1), [2.5, 97.5])
+    return {"mean": float(x.mean()), "lo": float(lo), "hi": float(hi), "n": int(len(x))}
+
+
+def judge(
+    M: np.ndarray,
+    layers: Sequence[int],
+    metrics: Sequence[str],
+    golden_layer: int,
+    methods: Mapping[str, Mapping[str, Any]],
+    n_boot: int = 2000,
+) -> list[dict[str, Any]]:
+    """One row per locating method: its layer's test metrics (mean, 95% CI) from M[fact, layer, metric]
+    (which must hold every chosen layer and the golden one), its distance to the test golden layer,
+    the paired difference to the golden layer, and its speedup over brute force."""
+    layers = [int(x) for x in layers]
+    missing = sorted({int(m["layer"]) for m in methods.values()} - set(layers) | ({golden_layer} - set(layers)))
+    if missing:
+        raise ValueError(f"judge: M lacks layer(s) {missing}; it has {layers}")
+    over = overall(np.asarray(M, dtype=np.float64), list(metrics))  # (n, L)
+    brute_time = methods.get("brute-force", {}).get("wall_time")
+    rows = []
+    for label, m in methods.items():
+        layer = int(m["layer"])
+        j = layers.index(layer)
+        row = {
+            "method": label,
+            **m,
+            "distance_to_test_golden": abs(layer - golden_layer),
+            "overall": mean_ci(over[:, j], n_boot),
+        }
+        for k, name in enumerate(metrics):
+            row[name] = mean_ci(M[:, j, k], n_boot)
+        row["vs_golden"] = layer_comparison(M, layers, metrics, layer, golden_layer, n_boot=n_boot)
+        wall = m.get("wall_time")
+        row["speedup_vs_brute"] = brute_time / wall if brute_time and wall else None
+        rows.append(row)
+    return rows

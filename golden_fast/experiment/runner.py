@@ -1,0 +1,261 @@
+"""`run_experiment(config)`: the parts in order, each skipping what a previous run finished.
+
+Layout of the output folder:
+  meta.json, config.json   the settings that must not change on resumption, and the last run's config
+  split.json               proxy / test / pool facts (keys), checked on every run
+  pre.json                 the unedited model's evaluation of the pool (locality reference)
+  locate/                  LGA, CMA, brute force (golden_fast.experiment.locating)
+  editors/                 each editor at each chosen layer (golden_fast.experiment.editors)
+  mass/                    the mass-editing curves (golden_fast.experiment.mass)
+  timings.json             session seconds of each part, summed over runs
+  report.html, report.md, results.json, figures/   the report (golden_fast.experiment.assemble)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from golden_fast.experiment.config import PARTS, ExperimentConfig
+from golden_fast.experiment.facts import Facts, load_facts
+from golden_fast.experiment.store import check_meta, has_results, read_json, write_json
+
+__all__ = ["Context", "run_experiment"]
+
+# files of the output folder that record settings, not measurements (see store.check_meta)
+_NOT_RESULTS = ("meta.json", "config.json", "data.json", "split.json", "timings.json")
+
+
+@dataclasses.dataclass
+class Context:
+    """What every part needs: the settings, the model, the facts, the candidate layers, the folder."""
+
+    cfg: ExperimentConfig
+    model: Any
+    tokenizer: Any
+    facts: Facts
+    layers: list[int]
+    out: Path
+    _moments: Any = None
+    _pre: Any = None
+
+    @property
+    def locate_dir(self) -> Path:
+        return self.out / "locate"
+
+    def editor_spec(self) -> dict[str, Any]:
+        """The brute-force editor: method and hyperparameter overrides (statistics: the cache)."""
+        return {"method": self.cfg.brute_editor, "hparams": self.cfg.hparam_overrides() or None}
+
+    def model_meta(self) -> dict[str, Any]:
+        from golden_fast.models.identity import model_identity
+
+        return {"model": model_identity(self.model)}
+
+    def moments(self, layers: list[int]) -> Any:
+        """One `Moments` for every editor of the editors and mass parts (None with stats="identity":
+        the editors then use C = I). All candidate layers and `layers` come from one corpus pass."""
+        if self.cfg.stats == "identity":
+            return None
+        if self._moments is None:
+            from golden_fast.edit import Editor
+            from golden_fast.edit.moments import Moments
+
+            hp = Editor(self.model, self.tokenizer, "r-rome", layers=[self.layers[0]],
+                        hparams=self.cfg.hparam_overrides() or None, progress=False).hparams
+            every = tuple(sorted(set(self.layers) | set(layers)))
+            self._moments = Moments.resolve(None, self.model, self.tokenizer, dataclasses.replace(hp, layers=every))
+        return self._moments
+
+    def pre(self) -> Any:
+        """The unedited model's report on the pool (computed once, kept in pre.json)."""
+        if self._pre is None:
+            from golden_fast.evaluate import EvalReport, evaluate
+            from golden_fast.locate.brute_force import request_key
+
+            keys = [request_key(r) for r in self.facts.pool]
+            path = self.out / "pre.json"
+            stored = read_json(path)
+            if stored is not None and stored.get("keys") == keys and stored.get("suites") == list(self.cfg.suites):
+                self._pre = EvalReport.from_dict(stored["report"])
+            else:
+                print(f"evaluating the unedited model on {len(keys)} fact(s) (locality reference)", flush=True)
+                self._pre = evaluate(self.model, self.tokenizer, self.facts.pool, suites=self.cfg.suites)
+                write_json(path, {"keys": keys, "suites": list(self.cfg.suites), "report": self._pre.to_dict()})
+        return self._pre
+
+
+# ---- parts -------------------------------------------------------------------------------------
+
+
+def _part_lga(ctx: Context) -> str:
+    from golden_fast.experiment.locating import run_lga
+
+    found = run_lga(ctx.model, ctx.tokenizer, ctx.facts.proxy, ctx.layers, ctx.locate_dir, ctx.cfg.thetas,
+                    ctx.cfg.lga_batch_size, ctx.cfg.lga_old_answer, progress=ctx.cfg.progress)
+    return ", ".join(f"{t}: layer {s.chosen}" for t, s in found.items())
+
+
+def _part_cma(ctx: Context) -> str:
+    from golden_fast.experiment.locating import run_cma
+    from golden_fast.locate.causal_trace import CMAConfig
+
+    c = ctx.cfg
+    s = run_cma(ctx.model, ctx.tokenizer, ctx.facts.proxy, ctx.layers, ctx.locate_dir,
+                CMAConfig(samples=c.cma_samples, answer=c.cma_answer, window=c.cma_window), progress=c.progress)
+    if s is None:
+        return "no layer: every proxy fact skipped (try --cma-answer greedy)"
+    return f"layer {s.chosen}; {s.n_used} fact(s) used, {s.extra['n_skipped']} skipped"
+
+
+def _part_brute(ctx: Context, which: str) -> str:
+    from golden_fast.experiment.locating import run_brute
+
+    c = ctx.cfg
+    reqs = ctx.facts.proxy[: c.brute_proxy_n] if which == "proxy" else ctx.facts.test[: c.test_brute_n]
+    pairs = ctx.locate_dir / ("brute-proxy" if which == "proxy" else "test-pairs")
+    _, s = run_brute(ctx.model, ctx.tokenizer, reqs, ctx.layers, ctx.editor_spec(), pairs,
+                     ctx.locate_dir / f"brute-{which}.json", n_boot=c.n_boot, progress=c.progress)
+    gap = s.extra["golden"]["gap"]["overall"]
+    label = "brute-force choice" if which == "proxy" else "test golden layer"
+    return (f"{label} {s.chosen} ({len(reqs)} facts x {len(ctx.layers)} layers, {s.wall_time:.1f} s); "
+            f"sample-wise gap {gap['gap']:.3f} [{gap['lo']:.3f}, {gap['hi']:.3f}]")
+
+
+def eval_layers(ctx: Context) -> tuple[list[int], int]:
+    """(layers the editors are judged at, the test golden layer): every chosen layer and the golden one."""
+    from golden_fast.experiment.locating import chosen_layers
+    from golden_fast.locate import LayerScores
+
+    truth_path = ctx.locate_dir / "brute-test.json"
+    if not truth_path.exists():
+        raise ValueError("the editors part needs the test golden layer: run the brute-test part first")
+    golden = LayerScores.from_json(truth_path).chosen
+    methods = chosen_layers(ctx.locate_dir, ctx.cfg.thetas)
+    return sorted({int(m["layer"]) for m in methods.values()} | {golden}), golden
+
+
+def _part_editors(ctx: Context) -> str:
+    from golden_fast.experiment.editors import run_editors
+
+    c = ctx.cfg
+    layers, golden = eval_layers(ctx)
+    test = ctx.facts.test
+    res = run_editors(ctx.model, ctx.tokenizer, test, layers, c.editors, ctx.out / "editors", ctx.pre(),
+                      hparams=c.hparam_overrides(), moments=ctx.moments(layers), suites=c.suites,
+                      group_size=c.group_size, meta=ctx.model_meta(), progress=c.progress)
+    return f"{len(c.editors)} editor(s) x layers {layers} on {len(test)} test facts ({len(res)} results)"
+
+
+def mass_layer(ctx: Context) -> int:
+    """The sequential editors' layer: the configured one, else the layer LGA (paper variant) chose."""
+    from golden_fast.experiment.locating import PAPER, chosen_layers
+
+    if ctx.cfg.mass_layer is not None:
+        from golden_fast.models import get_adapter
+
+        n = get_adapter(ctx.model).n_layers
+        if ctx.cfg.mass_layer >= n:
+            raise ValueError(f"mass_layer {ctx.cfg.mass_layer} out of range: the model has {n} layers")
+        return ctx.cfg.mass_layer
+    found = chosen_layers(ctx.locate_dir, ("down",))
+    if PAPER not in found:
+        raise ValueError("the sequential curve needs a layer: run the lga part (theta down) first, or give mass_layer")
+    return int(found[PAPER]["layer"])
+
+
+def _part_mass_batch(ctx: Context) -> str:
+    from golden_fast.experiment.mass import run_batch_curve
+
+    c = ctx.cfg
+    if not c.batch_methods:
+        return "no batch method"
+    curves = run_batch_curve(ctx.model, ctx.tokenizer, ctx.facts.pool, c.batch_methods, c.batch_sizes,
+                             ctx.out / "mass" / "batch", ctx.pre(), layers=c.mass_layers,
+                             hparams=c.hparam_overrides(), moments=ctx.moments(list(c.mass_layers or [])),
+                             suites=c.suites, meta=ctx.model_meta(), progress=c.progress)
+    return "; ".join(f"{m}: n = {[p['n'] for p in pts]}" for m, pts in curves.items())
+
+
+def _part_mass_sequential(ctx: Context) -> str:
+    from golden_fast.experiment.mass import run_sequential_curve
+
+    c = ctx.cfg
+    if not c.sequential_methods:
+        return "no sequential method"
+    layer = mass_layer(ctx)
+    done = []
+    for method in c.sequential_methods:
+        curve = run_sequential_curve(ctx.model, ctx.tokenizer, ctx.facts.pool, method, layer, c.checkpoints(),
+                                     ctx.out / "mass" / f"sequential-{method}", ctx.pre(),
+                                     hparams=c.hparam_overrides(), moments=ctx.moments([layer]), suites=c.suites,
+                                     meta=ctx.model_meta(), progress=c.progress)
+        done.append(f"{method}: {curve[-1]['edits']} edits at layer {layer}")
+    return "; ".join(done)
+
+
+def _part_report(ctx: Context) -> str:
+    from golden_fast.experiment.assemble import write_report
+
+    paths = write_report(ctx)
+    return f"{paths.html}"
+
+
+_RUN = {
+    "lga": _part_lga,
+    "cma": _part_cma,
+    "brute-proxy": lambda ctx: _part_brute(ctx, "proxy"),
+    "brute-test": lambda ctx: _part_brute(ctx, "test"),
+    "editors": _part_editors,
+    "mass-batch": _part_mass_batch,
+    "mass-sequential": _part_mass_sequential,
+    "report": _part_report,
+}
+
+
+def _add_time(out: Path, part: str, seconds: float) -> None:
+    t = read_json(out / "timings.json") or {}
+    cur = t.get(part, {"seconds": 0.0, "runs": 0})
+    t[part] = {"seconds": cur["seconds"] + seconds, "runs": cur["runs"] + 1}
+    write_json(out / "timings.json", t)
+
+
+def run_experiment(cfg: ExperimentConfig, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+    """Run (or resume) the study; returns {"out", "report", "parts": {part: one-line status}}.
+
+    model, tokenizer: an already loaded model (tests); None loads `cfg.model`.
+    """
+    from golden_fast.models import get_adapter, load_model
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_meta(out, cfg.core(), "experiment", ignore=_NOT_RESULTS)
+    t0 = time.perf_counter()
+    facts = load_facts(cfg, out, fresh=not has_results(out, _NOT_RESULTS))
+    if cfg.skip_invalid:
+        print(f"{cfg.data}: skipped {facts.n_invalid} invalid record(s) of {facts.n_read} read "
+              f"({facts.n_invalid_used} before the last record used)"
+              + (f"; first: {facts.errors[0]}" if facts.errors else ""), flush=True)
+    if model is None:
+        model, tokenizer = load_model(cfg.model)
+    layers = cfg.candidate_layers(get_adapter(model).n_layers)
+    write_json(out / "config.json", cfg.to_dict())
+    write_json(out / "data.json", facts.info())
+    print(f"{cfg.model} ready in {time.perf_counter() - t0:.1f} s; {len(facts.proxy)} proxy / {len(facts.test)} test "
+          f"/ {len(facts.pool)} pool facts; candidate layers {layers}; results in {out}", flush=True)
+    ctx = Context(cfg, model, tokenizer, facts, layers, out)
+    status: dict[str, str] = {}
+    todo = [p for p in PARTS if p in cfg.parts]
+    result: dict[str, Any] = {"out": str(out), "report": None, "parts": status}
+    for i, part in enumerate(todo, 1):
+        print(f"== [{i}/{len(todo)}] {part}", flush=True)
+        t1 = time.perf_counter()
+        status[part] = _RUN[part](ctx)
+        seconds = time.perf_counter() - t1
+        _add_time(out, part, seconds)
+        print(f"   {part}: {status[part]} ({seconds:.1f} s)", flush=True)
+        if part == "report":
+            result["report"] = status[part]
+    return result
