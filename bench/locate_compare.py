@@ -20,54 +20,51 @@ finished and resumes brute force pair by pair, so a long run can finish in parts
 Golden layers use the "overall" metric: per request, the mean of the metrics present (rewrite,
 rephrase, locality for CounterFact). Wall times are the methods' own compute: LGA and CMA on the
 whole proxy split, brute force summed over its (fact, layer) pairs across resumed parts.
+
+A thin wrapper: the parts and the judging live in golden_fast.experiment.locating (shared with
+`golden-fast experiment`, which adds ROME / EMMET at the chosen layers, mass-editing curves and an
+HTML report). The results layout is unchanged; split.json now also lists the facts' "pool" (here the
+test facts), and report.json's rows carry a "family" key (lga / cma / brute).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import provenance  # noqa: E402
 
-from golden_fast.data import load, split  # noqa: E402
+from golden_fast.experiment import ExperimentConfig  # noqa: E402
+from golden_fast.experiment.facts import load_facts  # noqa: E402
+from golden_fast.experiment.locating import chosen_layers, judge, run_brute, run_cma, run_lga  # noqa: E402
+from golden_fast.experiment.store import write_json  # noqa: E402
 from golden_fast.locate import LayerScores  # noqa: E402
-from golden_fast.locate.brute_force import brute_force, brute_scores, request_key  # noqa: E402
-from golden_fast.locate.causal_trace import CMAConfig, causal_trace  # noqa: E402
-from golden_fast.locate.golden import layer_comparison  # noqa: E402
-from golden_fast.locate.lga import VARIANTS, LGAConfig, lga  # noqa: E402
+from golden_fast.locate.brute_force import brute_force  # noqa: E402
+from golden_fast.locate.causal_trace import CMAConfig  # noqa: E402
 from golden_fast.models import get_adapter, load_model  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json"
 PARTS = ("lga", "cma", "brute-proxy", "brute-test", "test-eval", "report")
 
 
-def _write(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
-
-
 def _splits(args, out: Path):
-    reqs = load(args.data, limit=args.proxy_n + args.test_n, offset=args.offset)
-    if len(reqs) < args.proxy_n + args.test_n:
-        raise SystemExit(f"{args.data}: {len(reqs)} records, need {args.proxy_n + args.test_n}")
-    proxy, test = split(reqs, args.proxy_n / len(reqs), seed=args.seed)
-    keys = {"proxy": [request_key(r) for r in proxy], "test": [request_key(r) for r in test]}
-    path = out / "split.json"
-    if path.exists():
-        if json.loads(path.read_text()) != keys:
-            raise SystemExit(f"{path}: a different split was used before (other --data/--n/--seed?); use another --out")
-    else:
-        _write(path, keys)
-    assert not set(keys["proxy"]) & set(keys["test"])
-    return proxy, test
+    """proxy / test facts, recorded in (or checked against) out/split.json (golden_fast.experiment.facts)."""
+    cfg = ExperimentConfig(
+        data=args.data, offset=args.offset, seed=args.seed, proxy_n=args.proxy_n, test_n=args.test_n,
+        brute_proxy_n=args.brute_proxy_n, test_brute_n=args.test_brute_n, skip_invalid=args.skip_invalid,
+        batch_methods=(), sequential_methods=(),
+    )
+    try:
+        facts = load_facts(cfg, out)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if args.skip_invalid:
+        print(f"{args.data}: skipped {facts.n_invalid} invalid record(s) of {facts.n_read} read", flush=True)
+    return facts.proxy, facts.test
 
 
 def _editor(args) -> dict:
@@ -81,122 +78,10 @@ def _editor(args) -> dict:
     return {"method": "r-rome", "hparams": hp or None}
 
 
-def _scores(path: Path) -> LayerScores | None:
-    return LayerScores.from_json(path) if path.exists() else None
-
-
-def run_lga(args, model, tok, proxy, out: Path) -> None:
-    for theta in args.thetas:
-        path = out / f"lga-{theta}.json"
-        if path.exists():
-            continue
-        s = lga(model, tok, proxy, args.layers, LGAConfig(theta=theta, batch_size=args.batch_size), progress=True)
-        s.to_json(path)
-        print(
-            f"LGA ({theta}) done in {s.wall_time:.1f} s: "
-            + ", ".join(f"{v} -> layer {s.reselect(v).chosen}" for v in VARIANTS),
-            flush=True,
-        )
-
-
-def run_cma(args, model, tok, proxy, out: Path) -> None:
-    path = out / "cma.json"
-    if path.exists():
-        return
-    try:
-        s = causal_trace(
-            model, tok, proxy, args.layers, CMAConfig(samples=args.cma_samples, answer=args.cma_answer), progress=True
-        )
-    except ValueError as exc:  # every proxy fact skipped: CMA chooses no layer; say so in the report
-        (out / "cma-error.txt").write_text(str(exc))
-        print(f"CMA chose no layer: {exc}", flush=True)
-        return
-    (out / "cma-error.txt").unlink(missing_ok=True)
-    s.to_json(path)
-    print(
-        f"CMA done in {s.wall_time:.1f} s: layer {s.chosen} ({s.extra['n_skipped']} of {s.n_requests} skipped)",
-        flush=True,
-    )
-
-
-def run_brute(args, model, tok, reqs, layers, out_dir: Path, name: str):
-    res = brute_force(model, tok, reqs, layers, _editor(args), out=out_dir, progress=True)
-    s = brute_scores(res, n_boot=args.n_boot)
-    s.to_json(out_dir.parent / f"{name}.json")
-    return res, s
-
-
-def chosen_layers(out: Path, thetas) -> dict[str, dict]:
-    """method label -> {"layer", "wall_time", ...} for every finished locating part."""
-    found: dict[str, dict] = {}
-    for theta in thetas:
-        s = _scores(out / f"lga-{theta}.json")
-        if s is None:
-            continue
-        for v in VARIANTS:
-            r = s.reselect(v, tukey_k=1.0)
-            dropped = [layer for layer, k in zip(r.layers, r.kept) if not k]
-            label = f"lga-{theta}-{v}" + (" (paper)" if (theta, v) == ("down", "signed") else "")
-            found[label] = {
-                "layer": r.chosen,
-                "wall_time": s.wall_time,
-                "n": s.n_used,
-                "note": f"Tukey k=1 dropped {dropped}" if dropped else "Tukey k=1 dropped none",
-            }
-        raw = s.reselect("signed", tukey_k=None)
-        found[f"lga-{theta}-signed-nofilter"] = {
-            "layer": raw.chosen,
-            "wall_time": s.wall_time,
-            "n": s.n_used,
-            "note": "signed score, no Tukey filter",
-        }
-    s = _scores(out / "cma.json")
-    if s is not None:
-        found["cma"] = {
-            "layer": s.chosen,
-            "wall_time": s.wall_time,
-            "n": s.n_used,
-            "note": f"{s.extra['n_skipped']} of {s.n_requests} proxy facts skipped (clean model wrong)",
-        }
-    s = _scores(out / "brute-proxy.json")
-    if s is not None:
-        found["brute-force"] = {
-            "layer": s.chosen,
-            "wall_time": s.wall_time,
-            "n": s.n_used,
-            "note": f"{s.n_used} proxy facts x {len(s.layers)} layers",
-        }
-    return found
-
-
-def _mean_ci(x: np.ndarray, n_boot: int, seed: int = 0) -> dict:
-    x = x[~np.isnan(x)]
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
-    lo, hi = np.percentile(x[idx].mean(1), [2.5, 97.5])
-    return {"mean": float(x.mean()), "lo": float(lo), "hi": float(hi), "n": int(len(x))}
-
-
 def report(args, out: Path, test_res, truth: LayerScores, methods: dict) -> dict:
     """Judge every chosen layer on the test facts against the test golden layer."""
-    M, layers, metrics = test_res.M, test_res.layers, test_res.metrics
-    G = truth.chosen
-    overall = np.nanmean(M, axis=2)  # all CounterFact metrics are present for every request
-    brute_time = methods.get("brute-force", {}).get("wall_time")
-    rows = []
-    for label, m in methods.items():
-        layer = m["layer"]
-        j = layers.index(layer)
-        row = {
-            "method": label,
-            **m,
-            "distance_to_test_golden": abs(layer - G),
-            "overall": _mean_ci(overall[:, j], args.n_boot),
-        }
-        for k, name in enumerate(metrics):
-            row[name] = _mean_ci(M[:, j, k], args.n_boot)
-        row["vs_golden"] = layer_comparison(M, layers, metrics, layer, G, n_boot=args.n_boot)
-        row["speedup_vs_brute"] = brute_time / m["wall_time"] if brute_time and m["wall_time"] > 0 else None
-        rows.append(row)
+    rows = judge(test_res.M, test_res.layers, test_res.metrics, truth.chosen, methods, n_boot=args.n_boot)
+    M, metrics, G = test_res.M, test_res.metrics, truth.chosen
     golden_rep = truth.extra["golden"]
     result = {
         "test_golden_layer": G,
@@ -218,7 +103,7 @@ def report(args, out: Path, test_res, truth: LayerScores, methods: dict) -> dict
             "lga_speedup_vs_brute": paper["speedup_vs_brute"],
             "lga_50x_faster": bool(paper["speedup_vs_brute"] and paper["speedup_vs_brute"] >= 50),
         }
-    _write(out / "report.json", result)
+    write_json(out / "report.json", result)
     (out / "report.md").write_text(_markdown(result))
     return result
 
@@ -272,6 +157,7 @@ def main() -> int:
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--offset", type=int, default=0, help="skip the first records of --data")
     ap.add_argument("--seed", type=int, default=0, help="proxy / test split")
+    ap.add_argument("--skip-invalid", action="store_true", help="keep the valid records of a file with bad ones")
     ap.add_argument("--proxy-n", type=int, default=50)
     ap.add_argument("--brute-proxy-n", type=int, default=20)
     ap.add_argument("--test-n", type=int, default=100)
@@ -333,18 +219,20 @@ def main() -> int:
     proxy, test = _splits(args, out)
 
     if "lga" in args.parts:
-        run_lga(args, model, tok, proxy, out)
+        run_lga(model, tok, proxy, layers, out, args.thetas, args.batch_size)
     if "cma" in args.parts:
-        run_cma(args, model, tok, proxy, out)
+        run_cma(model, tok, proxy, layers, out, CMAConfig(samples=args.cma_samples, answer=args.cma_answer))
     if "brute-proxy" in args.parts:
-        _, s = run_brute(args, model, tok, proxy[: args.brute_proxy_n], layers, out / "brute-proxy", "brute-proxy")
+        _, s = run_brute(model, tok, proxy[: args.brute_proxy_n], layers, _editor(args), out / "brute-proxy",
+                         out / "brute-proxy.json", n_boot=args.n_boot)
         print(f"brute force (proxy): layer {s.chosen} in {s.wall_time:.1f} s", flush=True)
     truth = None
     if "brute-test" in args.parts or "test-eval" in args.parts or "report" in args.parts:
         # the test pairs share one directory: test-eval reuses the brute-test pairs of its layers
         truth_path = out / "brute-test.json"
         if "brute-test" in args.parts or not truth_path.exists():
-            run_brute(args, model, tok, test[: args.test_brute_n], layers, out / "test-pairs", "brute-test")
+            run_brute(model, tok, test[: args.test_brute_n], layers, _editor(args), out / "test-pairs", truth_path,
+                      n_boot=args.n_boot)
         truth = LayerScores.from_json(truth_path)
         print(f"test golden layer: {truth.chosen} ({truth.n_used} test facts)", flush=True)
     if "test-eval" in args.parts or "report" in args.parts:

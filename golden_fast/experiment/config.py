@@ -211,11 +211,12 @@ class ExperimentConfig:
 
     @property
     def pool_n(self) -> int:
-        """Facts of the evaluation pool: the test split, then the next records for the mass-editing curve."""
+        """Facts of the evaluation pool: the test split, then the next records for the mass-editing curve
+        (whatever parts run now, so that every run of one folder sees the same facts)."""
         sizes = [self.test_n]
-        if "mass-batch" in self.parts and self.batch_methods:
+        if self.batch_methods:
             sizes.append(max(self.batch_sizes))
-        if "mass-sequential" in self.parts and self.sequential_methods:
+        if self.sequential_methods:
             sizes.append(self.sequential_n)
         return max(sizes)
 

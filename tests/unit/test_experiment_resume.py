@@ -1,0 +1,172 @@
+"""An interrupted experiment resumes without redoing finished work, and ends with the same results as
+an uninterrupted one: brute force pair by pair, single edits fact by fact, the sequential curve at its
+last checkpoint (its journals replayed), the model left as it was whatever happened."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import golden_fast.experiment.editors as editors_mod
+import golden_fast.experiment.locating as locating
+from golden_fast.edit import Editor
+from golden_fast.experiment import ExperimentConfig, run_experiment
+from golden_fast.models import load_model
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model is far faster on one thread on a busy machine
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GOLDEN_FAST_HOME", str(root / "home"))
+        yield root
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def llama(env):
+    model, tok = load_model("tiny-llama")
+    return model, tok, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _config(out, **kw) -> ExperimentConfig:
+    values = dict(model="tiny-llama", data="builtin", out=str(out), proxy_n=6, test_n=4, brute_proxy_n=2,
+                  test_brute_n=2, stats="identity", v_steps=2, templates=((3, 1),), group_size=2,
+                  editors=("r-rome",), n_boot=100, progress=False, batch_methods=(), sequential_methods=())
+    values.update(kw)
+    return ExperimentConfig(**values)
+
+
+class Counter:
+    """Counts Editor.edit calls (by mode) and raises KeyboardInterrupt, like Ctrl-C, on call `stop_at`."""
+
+    def __init__(self, stop_at: int | None = None, mode: str | None = None):
+        self.calls = 0
+        self.stop_at = stop_at
+        self.mode = mode
+        self.real = Editor.edit
+
+    def install(self, monkeypatch) -> Counter:
+        def edit(ed, requests, mode=None, *a, **k):  # a function, so that it binds as a method
+            if self.mode is None or mode == self.mode:
+                self.calls += 1
+                if self.calls == self.stop_at:
+                    raise KeyboardInterrupt
+            return self.real(ed, requests, mode, *a, **k)
+
+        monkeypatch.setattr(Editor, "edit", edit)
+        return self
+
+
+def _unchanged(model, before) -> bool:
+    after = model.state_dict()
+    return all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_interrupted_brute_force_and_editors_resume(env, llama, monkeypatch):
+    model, tok, before = llama
+    parts = ("lga", "cma", "brute-proxy", "brute-test", "editors")
+    lga_calls = []
+    real_lga = locating.lga
+    monkeypatch.setattr(locating, "lga", lambda *a, **k: lga_calls.append(1) or real_lga(*a, **k))
+
+    # 1. Ctrl-C at the 5th brute-force edit (proxy: 2 facts x 4 layers = 8 pairs)
+    out = env / "brute"
+    c = Counter(stop_at=5).install(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(_config(out, parts=parts), model=model, tokenizer=tok)
+    assert len(lga_calls) == 1 and _unchanged(model, before)
+    pairs = out / "locate" / "brute-proxy" / "pairs.jsonl"
+    assert len(pairs.read_text().splitlines()) == 4
+
+    # 2. resumed; Ctrl-C inside the editors part, while the 3rd R-ROME fact is evaluated
+    c = Counter().install(monkeypatch)
+    evals = []
+    real_eval = editors_mod.evaluate
+
+    def evaluate(*a, **k):
+        evals.append(1)
+        if len(evals) == 3:
+            raise KeyboardInterrupt
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(editors_mod, "evaluate", evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(_config(out, parts=parts), model=model, tokenizer=tok)
+    assert len(lga_calls) == 1  # LGA finished in run 1: not recomputed
+    assert c.calls == 4 + 8  # the 4 missing proxy pairs, then the 8 test pairs; none redone
+    assert _unchanged(model, before)
+    rows_path = next((out / "editors").glob("r-rome-L*.jsonl"))
+    assert len(rows_path.read_text().splitlines()) == 2
+
+    # 3. resumed to the end: only the facts still missing are edited
+    monkeypatch.setattr(editors_mod, "evaluate", real_eval)
+    each = []
+    real_each = Editor.edit_each
+    monkeypatch.setattr(Editor, "edit_each", lambda ed, reqs, *a, **k: each.append(len(reqs)) or real_each(
+        ed, reqs, *a, **k))
+    run_experiment(_config(out, parts=parts), model=model, tokenizer=tok)
+    assert c.calls == 12 and len(lga_calls) == 1
+    assert each[0] == 2 and all(n == 4 for n in each[1:]), each  # 2 facts were left at the first layer
+    assert _unchanged(model, before)
+
+    # the same results as a run never interrupted
+    Counter().install(monkeypatch)
+    clean = env / "clean"
+    run_experiment(_config(clean, parts=parts), model=model, tokenizer=tok)
+    for name in ("brute-proxy.json", "brute-test.json"):
+        a = json.loads((out / "locate" / name).read_text())
+        b = json.loads((clean / "locate" / name).read_text())
+        assert a["extra"]["brute_force"]["M"] == b["extra"]["brute_force"]["M"], name
+        assert a["chosen"] == b["chosen"]
+    for path in (clean / "editors").glob("r-rome-L*.jsonl"):
+        mine = {r["key"]: r["metrics"] for r in map(json.loads, (out / "editors" / path.name).read_text().splitlines())}
+        ref = {r["key"]: r["metrics"] for r in map(json.loads, path.read_text().splitlines())}
+        assert mine == ref, path.name
+
+
+def _curve(out, method="r-rome"):
+    return json.loads((out / "mass" / f"sequential-{method}" / "curve.json").read_text())
+
+
+def _strip(curve):
+    return [(p["edits"], p["summary"], p["update_norm"]) for p in curve]
+
+
+def test_interrupted_sequential_curve_resumes_from_its_journals(env, llama, monkeypatch):
+    model, tok, before = llama
+    cfg = dict(parts=("mass-sequential",), sequential_methods=("r-rome",), mass_layer=1, sequential_n=6,
+               sequential_every=2)
+
+    # Ctrl-C when the second segment (edits 3-4) starts: the first is kept, the model restored
+    out = env / "seq"
+    c = Counter(stop_at=2, mode="sequential").install(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(_config(out, **cfg), model=model, tokenizer=tok)
+    folder = out / "mass" / "sequential-r-rome"
+    assert [p["edits"] for p in _curve(out)] == [2]
+    assert sorted(p.name for p in folder.glob("journal-*")) == ["journal-00002"]
+    assert _unchanged(model, before)
+
+    # resumed: the journal of edits 1-2 is replayed, only segments 3-4 and 5-6 are edited
+    c = Counter(mode="sequential").install(monkeypatch)
+    run_experiment(_config(out, **cfg), model=model, tokenizer=tok)
+    assert c.calls == 2 and [p["edits"] for p in _curve(out)] == [2, 4, 6]
+    assert _unchanged(model, before)
+
+    # identical to a curve never interrupted (the replayed weights are bitwise the edited ones)
+    clean = env / "seq-clean"
+    run_experiment(_config(clean, **cfg), model=model, tokenizer=tok)
+    assert _strip(_curve(out)) == _strip(_curve(clean))
+
+    # a journal saved whose point was never recorded (killed in between) is dropped and redone
+    curve = _curve(out)
+    (folder / "curve.json").write_text(json.dumps(curve[:-1]))
+    c = Counter(mode="sequential").install(monkeypatch)
+    run_experiment(_config(out, **cfg), model=model, tokenizer=tok)
+    assert c.calls == 1 and _strip(_curve(out)) == _strip(_curve(clean))
+    assert _unchanged(model, before)
