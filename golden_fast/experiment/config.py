@@ -4,7 +4,8 @@ Which settings may change between a run and its resumption is decided here too (
 those change what every part measures (the model, the facts and their split, the editors'
 hyperparameters, the locating options), so a results folder made with other values is refused
 rather than mixed. Sizes (brute-force subsets, mass-editing points) may grow between runs: every
-finished pair or point is kept and only the new ones are computed.
+finished pair or point is kept and only the new ones are computed. LGA's and CMA's options may change
+too: only that method is recomputed (seconds to minutes), and the editors then also visit the new layer.
 """
 
 from __future__ import annotations
@@ -40,11 +41,6 @@ CORE_FIELDS = (
     "templates",
     "suites",
     "brute_editor",
-    "lga_batch_size",
-    "lga_old_answer",
-    "cma_samples",
-    "cma_answer",
-    "cma_window",
 )
 
 

@@ -4,17 +4,22 @@ force choose a layer on the proxy facts; brute force on test facts gives the gro
 Files, under one folder (bench/locate_compare.py uses the same layout):
   lga-<theta>.json         LayerScores of LGA (every variant inside; reselected, never recomputed)
   cma.json                 LayerScores of causal tracing, or cma-error.txt when every fact was skipped
+                           (its CMA options in cma-error.settings.json)
   brute-proxy/             brute-force pairs on the proxy facts (resumable pair by pair)
   brute-proxy.json         their LayerScores: the brute-force choice
   <test pairs>/            brute-force pairs on the test facts (the caller names the folder)
   brute-test.json          their LayerScores: the test golden layer, sample-wise optima, gap
 
-Every run function skips work already on disk; wall times are the methods' own compute (LGA and
-CMA on the whole proxy split, brute force summed over its (fact, layer) pairs across resumed runs).
+Every run function skips work already on disk (LGA and CMA: unless it was made with other options; then
+that method alone is recomputed, so --cma-answer greedy can follow a run that skipped every fact). Wall
+times are the methods' own compute (LGA and CMA on the whole proxy split, brute force summed over its
+(fact, layer) pairs across resumed runs).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,9 +73,12 @@ def run_lga(
     found = {}
     for theta in thetas:
         path = out / f"lga-{theta}.json"
+        cfg = LGAConfig(theta=theta, batch_size=batch_size, old_answer=old_answer)
         s = _scores(path)
+        if s is not None and not _same(s.settings, dataclasses.asdict(cfg)):
+            print(f"LGA ({theta}): {path} was made with other settings; recomputing", flush=True)
+            s = None
         if s is None:
-            cfg = LGAConfig(theta=theta, batch_size=batch_size, old_answer=old_answer)
             s = lga(model, tokenizer, proxy, layers, cfg, progress=progress)
             _save(s, path)
             print(
@@ -97,21 +105,35 @@ def run_cma(
     chooses no layer, and the reason is kept in out/cma-error.txt for the report.
     """
     out = Path(out)
-    path, err = out / "cma.json", out / "cma-error.txt"
+    cfg = config or CMAConfig()
+    want = dataclasses.asdict(cfg)
+    path, err, err_settings = out / "cma.json", out / "cma-error.txt", out / "cma-error.settings.json"
     s = _scores(path)
-    if s is not None:
+    if s is not None and _same(s.settings, want):
         return s
-    if err.exists():
-        return None
+    if s is None and err.exists():
+        from golden_fast.experiment.store import read_json
+
+        made = read_json(err_settings)
+        if made is not None and _same(made, want):  # (none recorded, older layout: traced again once)
+            return None
+    if s is not None or err.exists():
+        print("CMA: the results there were made with other settings; recomputing", flush=True)
     try:
-        s = causal_trace(model, tokenizer, proxy, layers, config or CMAConfig(), progress=progress)
+        s = causal_trace(model, tokenizer, proxy, layers, cfg, progress=progress)
     except ValueError as exc:  # every proxy fact skipped: say so in the report rather than stop the study
         if "skipped" not in str(exc):
             raise
+        from golden_fast.experiment.store import write_json
+
         out.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
         err.write_text(str(exc))
+        write_json(err_settings, want)
         print(f"CMA chose no layer: {exc}", flush=True)
         return None
+    err.unlink(missing_ok=True)
+    err_settings.unlink(missing_ok=True)
     _save(s, path)
     print(f"CMA done in {s.wall_time:.1f} s: layer {s.chosen} ({s.extra['n_skipped']} of {s.n_requests} skipped)",
           flush=True)
@@ -135,6 +157,12 @@ def run_brute(
     s = brute_scores(res, n_boot=n_boot)
     _save(s, Path(scores_path))
     return res, s
+
+
+def _same(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether a stored result was made with `wanted` (its settings may hold more keys)."""
+    norm = lambda v: json.loads(json.dumps(v, default=str))  # tuples vs lists after a JSON round trip
+    return all(norm(stored.get(k)) == norm(v) for k, v in wanted.items())
 
 
 def chosen_layers(out: str | Path, thetas: Sequence[str] = ("down",)) -> dict[str, dict[str, Any]]:

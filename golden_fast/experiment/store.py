@@ -115,7 +115,8 @@ def check_meta(folder: str | os.PathLike, meta: Mapping[str, Any], what: str,
     if old is None or not has_results(folder, ignore):
         write_json(path, meta)
         return
-    diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+    # settings recorded there that no longer bind (a later version dropped them) are not compared
+    diff = sorted(k for k in meta if old.get(k) != meta.get(k))
     if diff:
         detail = "; ".join(f"{k}: was {old.get(k)!r}, now {meta.get(k)!r}" for k in diff[:4])
         raise ValueError(

@@ -19,10 +19,15 @@ from golden_fast.models import load_model
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
+    known = root / "known_1000.json"  # CMA's noise scale from 2 subjects, not ROME's 1,209
+    known.write_text(json.dumps([{"known_id": i, "subject": s, "attribute": "Europe", "template": "{} is in",
+                                  "prediction": "Europe", "prompt": f"{s} is in"}
+                                 for i, s in enumerate(["France", "Italy"])]))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tiny model is far faster on one thread on a busy machine
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GOLDEN_FAST_HOME", str(root / "home"))
+        mp.setenv("GOLDEN_FAST_KNOWN1000", str(known))
         yield root
     torch.set_num_threads(threads)
 
@@ -170,3 +175,33 @@ def test_interrupted_sequential_curve_resumes_from_its_journals(env, llama, monk
     run_experiment(_config(out, **cfg), model=model, tokenizer=tok)
     assert c.calls == 1 and _strip(_curve(out)) == _strip(_curve(clean))
     assert _unchanged(model, before)
+
+
+def test_changing_the_cma_answer_recomputes_cma_alone(env, llama, monkeypatch):
+    model, tok, _ = llama
+    calls = {"lga": 0, "cma": 0}
+    real_lga, real_cma = locating.lga, locating.causal_trace
+
+    def count(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+
+        return wrapped
+
+    monkeypatch.setattr(locating, "lga", count("lga", real_lga))
+    monkeypatch.setattr(locating, "causal_trace", count("cma", real_cma))
+    out = env / "cma"
+    cfg = dict(parts=("lga", "cma", "report"), cma_samples=2, cma_window=2)
+    # the random tiny model never gives the records' answers: every fact skipped, no layer
+    run_experiment(_config(out, **cfg, cma_answer="data"), model=model, tokenizer=tok)
+    assert (out / "locate" / "cma-error.txt").exists() and not (out / "locate" / "cma.json").exists()
+    assert "CMA chose no layer (n_used 0)" in (out / "report.md").read_text()
+    # the model's own answer: CMA (only) is traced again, and chooses a layer
+    run_experiment(_config(out, **cfg, cma_answer="greedy"), model=model, tokenizer=tok)
+    assert calls == {"lga": 1, "cma": 2}
+    assert (out / "locate" / "cma.json").exists() and not (out / "locate" / "cma-error.txt").exists()
+    res = json.loads((out / "results.json").read_text())["results"]
+    assert res["cma"]["n_used"] == 6 and res["cma"]["n_skipped"] == 0 and "cma" in res["chosen"]
+    run_experiment(_config(out, **cfg, cma_answer="greedy"), model=model, tokenizer=tok)
+    assert calls == {"lga": 1, "cma": 2}
