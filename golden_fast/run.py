@@ -35,10 +35,10 @@ class RunSettings:
 
     model: str = DEFAULT_MODEL
     data: str | None = None  # None: the built-in facts
-    n_proxy: int = 20  # facts LGA reads
-    n_edit: int | None = 40  # facts edited and evaluated (None: all the rest)
+    n_proxy: int = 16  # facts LGA reads
+    n_edit: int | None = 12  # facts edited and evaluated (None: all the rest); small: make demo < 10 min
     lga_variant: str = "signed"
-    mom2_n_samples: int | None = 256  # texts for C (None: the preset's); see README "The demo"
+    mom2_n_samples: int | None = 128  # texts for C (None: the preset's): 2 sampling batches on a fresh machine
     layer: int | None = None  # skip LGA and edit here
     methods: tuple[str, ...] = ("r-rome", "emmet")
     out: str | None = None
