@@ -33,7 +33,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q tests/unit tests/ops
 
 bench: install
-	$(BIN)/python -m pytest -q bench --benchmark-enable
+	mkdir -p .benchmarks && $(BIN)/python -m pytest -q bench --benchmark-enable --benchmark-columns=median,iqr,rounds --benchmark-json=.benchmarks/latest.json && $(BIN)/python bench/report_bench.py .benchmarks/latest.json
 
 lint: install
 	$(BIN)/ruff check .
