@@ -288,7 +288,7 @@ def _write(ctx, figs: Path):
     if res["editors"]:
         means = {}
         for method, e in res["editors"].items():
-            header = ["method", "layer", "overall"] + e["metrics"] + ["vs golden (overall)", "edit s"]
+            header = ["method", "layer", "overall"] + e["metrics"] + ["vs golden (overall)", "edit s (all facts)"]
             rows = [[r["method"], r["layer"], _ci(r["overall"])] + [_ci(r[m]) for m in e["metrics"]]
                     + [_diff(r["vs_golden"]), _num(r["edit_seconds"])] for r in e["rows"]]
             kind = "each fact edited alone, then reverted" if method in ("rome", "r-rome") else \

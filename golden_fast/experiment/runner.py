@@ -55,8 +55,9 @@ class Context:
         return {"model": model_identity(self.model)}
 
     def moments(self, layers: list[int]) -> Any:
-        """One `Moments` for every editor of the editors and mass parts (None with stats="identity":
-        the editors then use C = I). All candidate layers and `layers` come from one corpus pass."""
+        """One `Moments` for every editor of the editors and mass parts, with the R-ROME preset's corpus
+        settings (and mom2_n_samples when given); None with stats="identity" (the editors then use C = I).
+        All candidate layers and `layers` come from one corpus pass, cached on disk."""
         if self.cfg.stats == "identity":
             return None
         if self._moments is None:

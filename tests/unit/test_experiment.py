@@ -122,3 +122,21 @@ def test_whole_experiment_writes_the_report(env):
     assert calls == []
     r2 = json.loads((out / "results.json").read_text())["results"]
     assert r2["chosen"] == chosen and r2["timings"]["brute-proxy"]["runs"] == 2
+
+
+def test_editors_use_the_statistics_cache_with_stats_preset(env):
+    """stats="preset": one C from the statistics cache for every editor (not C = I): the same edits
+    then move the weights differently."""
+    model, tok = load_model("tiny-llama")
+    norms = {}
+    for stats in ("identity", "preset"):
+        out = env / f"stats-{stats}"
+        cfg = _config(out, stats=stats, mom2_n_samples=8, parts=("brute-test", "editors"), editors=("r-rome",),
+                      layers=(1, 2))
+        run_experiment(cfg, model=model, tokenizer=tok)
+        rows = [json.loads(line) for p in sorted((out / "editors").glob("r-rome-L*.jsonl"))
+                for line in p.read_text().splitlines()]
+        assert rows and all(r["update_norm"] > 0 for r in rows)
+        norms[stats] = [r["update_norm"] for r in rows]
+    assert any(abs(a - b) > 1e-6 * max(a, b) for a, b in zip(norms["identity"], norms["preset"]))
+    assert list((env / "home" / "stats").rglob("*n8*")), "C was not taken from the statistics cache"
