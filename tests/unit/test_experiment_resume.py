@@ -205,3 +205,19 @@ def test_changing_the_cma_answer_recomputes_cma_alone(env, llama, monkeypatch):
     assert res["cma"]["n_used"] == 6 and res["cma"]["n_skipped"] == 0 and "cma" in res["chosen"]
     run_experiment(_config(out, **cfg, cma_answer="greedy"), model=model, tokenizer=tok)
     assert calls == {"lga": 1, "cma": 2}
+
+
+def test_a_torn_last_row_is_cut_and_that_fact_redone(tmp_path):
+    from golden_fast.experiment.store import append_jsonl, read_jsonl, write_json
+
+    path = tmp_path / "rows.jsonl"
+    append_jsonl(path, {"key": "a", "v": 1.0})
+    append_jsonl(path, {"key": "b", "v": float("nan")})  # NaN is stored as null: JSON has no NaN
+    with path.open("a") as f:
+        f.write('{"key": "c", "v"')  # killed in the middle of a write
+    assert read_jsonl(path) == [{"key": "a", "v": 1.0}, {"key": "b", "v": None}]
+    append_jsonl(path, {"key": "c", "v": 3})  # the next row starts on a line of its own
+    assert [r["key"] for r in read_jsonl(path)] == ["a", "b", "c"]
+    write_json(tmp_path / "x.json", {"a": [1, 2]})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
