@@ -173,9 +173,19 @@ def _part_mass_batch(ctx: Context) -> str:
     c = ctx.cfg
     if not c.batch_methods:
         return "no batch method"
+    layers = list(c.mass_layers or [])
+    if not layers and c.stats == "preset":  # the presets' layers join the one corpus pass
+        from golden_fast.edit import Editor
+
+        for m in c.batch_methods:
+            try:
+                layers += Editor(ctx.model, ctx.tokenizer, m, hparams=c.hparam_overrides() or None,
+                                 progress=False).layers
+            except ValueError:  # a preset for another model: run_batch_curve says which setting to give
+                pass
     curves = run_batch_curve(ctx.model, ctx.tokenizer, ctx.facts.pool, c.batch_methods, c.batch_sizes,
                              ctx.out / "mass" / "batch", ctx.pre(), layers=c.mass_layers,
-                             hparams=c.hparam_overrides(), moments=ctx.moments(list(c.mass_layers or [])),
+                             hparams=c.hparam_overrides(), moments=ctx.moments(layers),
                              suites=c.suites, meta=ctx.model_meta(), progress=c.progress)
     return "; ".join(f"{m}: n = {[p['n'] for p in pts]}" for m, pts in curves.items())
 
