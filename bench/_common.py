@@ -115,44 +115,8 @@ def time_call(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1, sync: bo
 # ---- peak memory (CPU) ---------------------------------------------------------------------------
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def rss_bytes() -> int | None:
-    """Resident set size now (Linux /proc), in bytes."""
-    kib = _status_kib("VmRSS")
-    return None if kib is None else kib * 1024
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's resident high-water mark (VmHWM, also ru_maxrss) of this process.
-
-    Linux >= 4.0: writing "5" to /proc/self/clear_refs. Returns False where unsupported; the
-    peak then includes everything since the process started (model loading included).
-    """
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> int | None:
-    """Resident high-water mark since start or the last reset_peak_rss(), in bytes."""
-    kib = _status_kib("VmHWM")
-    if kib is None:
-        import resource
-
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kib * 1024
-
+# one implementation, in the library: VmRSS / VmHWM, reset through /proc/self/clear_refs
+from golden_fast.experiment.memory import peak_rss_bytes, reset_peak_rss, rss_bytes  # noqa: E402, F401
 
 # ---- results -----------------------------------------------------------------------------------
 

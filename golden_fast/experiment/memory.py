@@ -1,6 +1,6 @@
 """Peak memory of one measured step (CPU: the process's resident set; CUDA: the allocator's peak).
 
-The same Linux mechanism as bench/_common.py (the library never imports bench/): the kernel's
+The Linux mechanism (bench/_common.py re-exports these helpers): the kernel's
 resident high-water mark VmHWM, reset by writing "5" to /proc/self/clear_refs (Linux >= 4.0).
 Where that is impossible the peak covers the whole process life, and the record says so.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["PeakMemory", "measure_peak"]
+__all__ = ["PeakMemory", "measure_peak", "peak_rss_bytes", "reset_peak_rss", "rss_bytes"]
 
 
 def _status_kib(field: str) -> int | None:
@@ -28,12 +28,14 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
-def _rss() -> int | None:
+def rss_bytes() -> int | None:
+    """Resident set size now (Linux /proc), in bytes."""
     kib = _status_kib("VmRSS")
     return None if kib is None else kib * 1024
 
 
-def _reset_peak() -> bool:
+def reset_peak_rss() -> bool:
+    """Reset the resident high-water mark (VmHWM) of this process; False where unsupported."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -41,7 +43,8 @@ def _reset_peak() -> bool:
         return False
 
 
-def _peak() -> int:
+def peak_rss_bytes() -> int:
+    """Resident high-water mark since start or the last reset_peak_rss(), in bytes."""
     kib = _status_kib("VmHWM")
     if kib is None:
         kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -80,11 +83,11 @@ def measure_peak(device: torch.device | str = "cpu") -> Iterator[PeakMemory]:
             peak = torch.cuda.max_memory_allocated(device)
             mem.peak_mib, mem.extra_mib = peak / 2**20, (peak - before) / 2**20
         return
-    before = _rss()
-    mem.reset = _reset_peak()
+    before = rss_bytes()
+    mem.reset = reset_peak_rss()
     try:
         yield mem
     finally:
-        peak = _peak()
+        peak = peak_rss_bytes()
         mem.peak_mib = peak / 2**20
         mem.extra_mib = None if before is None else max(0, peak - before) / 2**20
