@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from golden_fast.data import load
+from golden_fast.data import builtin_facts, load
 from golden_fast.edit import Editor
 from golden_fast.edit import memit as memit_module
 from golden_fast.edit.config import preset
@@ -46,15 +46,17 @@ def _cached_targets(real):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--data", default=str(DATA), help="a facts file, or builtin")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--methods", default="memit,emmet")
     ap.add_argument("--lambdas", default="1000,5000,15000,50000")
+    ap.add_argument("--layers", default=None, help="comma-separated layers (default: the preset's)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
     model, tok = load_model(args.model)
-    reqs = load(args.data, limit=args.n)[: args.n]
+    reqs = (builtin_facts() if args.data == "builtin" else load(args.data, limit=args.n))[: args.n]
+    layers = {"layers": tuple(int(x) for x in args.layers.split(","))} if args.layers else {}
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "tune_mass" / args.model)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "sweep.jsonl"
@@ -68,7 +70,7 @@ def main() -> int:
         for lam in (float(x) for x in args.lambdas.split(",")):
             if (method, lam) in done:
                 continue
-            hp = dataclasses.replace(preset(method, args.model), mom2_update_weight=lam)
+            hp = dataclasses.replace(preset(method, args.model), mom2_update_weight=lam, **layers)
             t0 = time.perf_counter()
             res = Editor(model, tok, method, hparams=hp, progress=True).edit(reqs, mode="batch")
             seconds = time.perf_counter() - t0
