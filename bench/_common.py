@@ -30,14 +30,7 @@ _CSV_FIELDS = ("timestamp", "bench", "name", "value", "unit", "device", "torch",
 # ---- provenance --------------------------------------------------------------------------------
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from golden_fast.report.environment import cpu_name  # noqa: E402  (one implementation, in the library)
 
 
 def device_name(device: str | torch.device = "cpu") -> str:

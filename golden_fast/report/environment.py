@@ -15,7 +15,8 @@ import torch
 _PACKAGES = ("golden-fast", "torch", "transformers", "numpy", "scipy", "triton", "safetensors")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -48,7 +49,7 @@ def environment() -> dict[str, Any]:
         "versions": versions,
         "python": platform.python_version(),
         "os": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu,
