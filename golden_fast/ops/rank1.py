@@ -178,26 +178,11 @@ def rank1_apply_many_cpp(
 
 
 # -- CUDA (csrc/cuda/rank1.cu, compiled in when torch has CUDA) ------------------------------------
-@rank1_apply.impl("cuda", devices=("cuda",), available=lambda: native.op_status("rank1_apply", "CUDA"))
-@torch.no_grad()
-def rank1_apply_cuda(
-    weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor, transposed: bool = False, alpha: float = 1.0
-) -> torch.Tensor:
-    torch.ops.golden_fast.rank1_apply(weight, u, v, bool(transposed), float(alpha))
-    return weight
-
-
-@rank1_apply_many.impl("cuda", devices=("cuda",), available=lambda: native.op_status("rank1_apply_many", "CUDA"))
-@torch.no_grad()
-def rank1_apply_many_cuda(
-    weights: Sequence[torch.Tensor],
-    us: torch.Tensor,
-    vs: torch.Tensor,
-    transposed: bool = False,
-    alpha: float = 1.0,
-) -> list[torch.Tensor]:
-    torch.ops.golden_fast.rank1_apply_many(list(weights), us, vs, bool(transposed), float(alpha))
-    return list(weights)
+# The same torch.ops calls: the op's CUDA kernel is chosen by torch's own device dispatch.
+rank1_apply_cuda = rank1_apply.impl(
+    "cuda", devices=("cuda",), available=lambda: native.op_status("rank1_apply", "CUDA"))(rank1_apply_cpp)
+rank1_apply_many_cuda = rank1_apply_many.impl(
+    "cuda", devices=("cuda",), available=lambda: native.op_status("rank1_apply_many", "CUDA"))(rank1_apply_many_cpp)
 
 
 if native.has_op("rank1_apply_many"):
