@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import time
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -106,6 +107,10 @@ class TargetResult:
     init: torch.Tensor  # (n, d) float64: the site's value at the subject, bare prompt, unedited
     loss_curves: list[list[float]]
     nll_final: list[float]
+    # where the time went (seconds, summed over groups): the unedited pass that every route pays
+    # once (prefix cache, initial values) and the optimisation loop (forward + backward per step)
+    setup_seconds: float = 0.0
+    loop_seconds: float = 0.0
 
 
 def _log_probs_at(adapter, hidden: torch.Tensor, rows_idx: torch.Tensor, cols_idx: torch.Tensor) -> torch.Tensor:
@@ -156,10 +161,13 @@ def optimise_targets(
         torch.cat([r.init for r in results]),
         [c for r in results for c in r.loss_curves],
         [x for r in results for x in r.nll_final],
+        sum(r.setup_seconds for r in results),
+        sum(r.loop_seconds for r in results),
     )
 
 
 def _optimise_group(model, tok, requests, layer, site, templates, hp, prefix_reuse) -> TargetResult:
+    t_start = time.perf_counter()
     adapter = get_adapter(model)
     if hp.v_loss_layer not in (None, adapter.n_layers - 1):
         raise ValueError(f"v_loss_layer={hp.v_loss_layer}: only the last layer ({adapter.n_layers - 1}) is supported")
@@ -217,6 +225,7 @@ def _optimise_group(model, tok, requests, layer, site, templates, hp, prefix_reu
         h_in = cap[f"layers.{layer}.in"]  # residual entering `layer` (suffix columns when cached)
         del cap
 
+    t_loop = time.perf_counter()
     delta = torch.zeros(n_req, init.shape[1], device=device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
     frozen = torch.zeros(n_req, dtype=torch.bool, device=device)
@@ -270,4 +279,5 @@ def _optimise_group(model, tok, requests, layer, site, templates, hp, prefix_reu
             norm = delta.norm(dim=1)
             scale = torch.where(norm > max_norm, max_norm / norm.clamp_min(1e-12), torch.ones_like(norm))
             delta.mul_(scale[:, None])
-    return TargetResult(delta.detach().float(), init64, curves, nll_last)
+    return TargetResult(delta.detach().float(), init64, curves, nll_last,
+                        t_loop - t_start, time.perf_counter() - t_loop)
