@@ -234,31 +234,48 @@ def _optimise_group(model, tok, requests, layer, site, templates, hp, prefix_reu
     kl_init = None
     curves: list[list[float]] = [[] for _ in range(n_req)]
     nll_last = [float("nan")] * n_req
+    row_req = owner  # request of each row (KL rows included)
+    pred_req = owner[prow_t]  # request of each predicted token
+    kl_req = owner[kl_r_t] if use_kl else None
     for _step in range(hp.v_num_grad_steps):
         opt.zero_grad(set_to_none=True)
+        # rows of frozen requests are dropped from the step (compaction): in a batch, requests
+        # that reached the stopping NLL cost nothing more while the others go on
+        act = None if not bool(frozen.any()) else (~frozen[row_req]).nonzero().squeeze(1)
+        n_act = n_rows if act is None else int(act.numel())
+        pick = (lambda t: t) if act is None else (lambda t: t.index_select(0, act))
+        remap = all_rows if act is None else torch.full((n_rows,), -1, device=device).index_put_(
+            (act,), torch.arange(n_act, device=device))
         if cache is not None:
             step_cache = copy.deepcopy(cache)
-            with layers_from(adapter, layer) as top, patch(adapter, site_name, all_rows, torch.zeros_like(at_s),
-                                                            delta[owner]):
-                hidden = top(inputs_embeds=h_in, attention_mask=lay["mask"], position_ids=run_pos,
+            if act is not None:
+                step_cache.batch_select_indices(act)
+            with layers_from(adapter, layer) as top, patch(adapter, site_name, torch.arange(n_act, device=device),
+                                                            torch.zeros(n_act, dtype=torch.long, device=device),
+                                                            pick(delta[owner])):
+                hidden = top(inputs_embeds=pick(h_in), attention_mask=pick(lay["mask"]), position_ids=pick(run_pos),
                              cache=step_cache, use_cache=True).last_hidden_state
             cols_shift = P  # hidden holds suffix columns only
         else:
-            with patch(adapter, site_name, all_rows, at_s, delta[owner]):
-                hidden = body(input_ids=lay["ids"], attention_mask=lay["mask"],
-                              position_ids=lay["pos"]).last_hidden_state
+            with patch(adapter, site_name, torch.arange(n_act, device=device), pick(at_s), pick(delta[owner])):
+                hidden = body(input_ids=pick(lay["ids"]), attention_mask=pick(lay["mask"]),
+                              position_ids=pick(lay["pos"])).last_hidden_state
             cols_shift = 0
-        lp = _log_probs_at(adapter, hidden, pr_t, pc_t - cols_shift)
-        tok_nll = -lp.gather(1, pid_t[:, None]).squeeze(1)  # (n_pred,)
+        live = ~frozen[pred_req]  # predicted tokens of active requests
+        lp = _log_probs_at(adapter, hidden, remap[pr_t[live]], pc_t[live] - cols_shift)
+        tok_nll = torch.zeros(len(pr), device=device).masked_scatter(
+            live, -lp.gather(1, pid_t[live][:, None]).squeeze(1))  # (n_pred,), 0 for frozen requests
         row_nll = torch.zeros(n_rows, device=device).index_add(0, prow_t, tok_nll) / n_tok_row.clamp_min(1)
         req_nll = torch.zeros(n_req, device=device).index_add(0, owner[rw_rows], row_nll[rw_rows]) / n_tmpl
         loss_req = req_nll + hp.v_weight_decay * delta.pow(2).sum(1) / init_sq
         if use_kl:
-            kl_lp = _log_probs_at(adapter, hidden, kl_r_t, kl_c_t - cols_shift)  # (n_req, V)
-            if kl_init is None:
+            live_kl = ~frozen[kl_req]
+            kl_lp = _log_probs_at(adapter, hidden, remap[kl_r_t[live_kl]], kl_c_t[live_kl] - cols_shift)
+            if kl_init is None:  # the first step: nothing frozen yet, every request's row present
                 kl_init = kl_lp.detach()
-            # KL(p_orig || p_edit), per request
-            kl = (kl_init.exp() * (kl_init - kl_lp)).sum(1)
+            # KL(p_orig || p_edit), per active request
+            ref = kl_init[live_kl]
+            kl = torch.zeros(n_req, device=device).masked_scatter(live_kl, (ref.exp() * (ref - kl_lp)).sum(1))
             loss_req = loss_req + hp.kl_factor * kl
         if not torch.isfinite(loss_req).all():
             bad = [requests[i].ref for i in range(n_req) if not torch.isfinite(loss_req[i])]

@@ -193,3 +193,32 @@ def test_target_optimisation_lowers_nll():
     for curve in res.loss_curves:
         assert all(b <= a + 1e-6 for a, b in zip(curve, curve[1:]))
         assert curve[-1] < curve[0] - 0.02
+
+
+@pytest.mark.parametrize("prefix_reuse", [True, False])
+def test_batched_targets_with_early_stop_equal_separate_loops(tiny, prefix_reuse):
+    """Requests that reach the stopping NLL are dropped from the batch (compaction); the batched
+    loop must still equal one loop per request: same deltas, same loss curves, same step counts."""
+    import dataclasses
+
+    from golden_fast.edit.values import optimise_targets
+
+    name, model, tok = tiny
+    templates = ["{}", "The capital is. {}"]
+    probe = ROMEConfig(v_num_grad_steps=12, v_weight_decay=0.0, kl_factor=0.0, nll_stop=0.0, v_lr=0.5)
+    curve = optimise_targets(model, tok, REQUESTS[:1], 1, "mlp.down.out", templates, probe,
+                             prefix_reuse=prefix_reuse).loss_curves[0]
+    assert curve[4] < curve[3], "the probe's NLL must fall for the stop to land mid-run"
+    stop = (curve[3] + curve[4]) / 2  # request 0 stops after a few steps, the others whenever their NLL says
+    exercised = False
+    for kl in (0.0, 0.5):
+        cfg = dataclasses.replace(probe, nll_stop=stop, kl_factor=kl)
+        batch = optimise_targets(model, tok, REQUESTS, 1, "mlp.down.out", templates, cfg, prefix_reuse=prefix_reuse)
+        for i, req in enumerate(REQUESTS):
+            one = optimise_targets(model, tok, [req], 1, "mlp.down.out", templates, cfg, prefix_reuse=prefix_reuse)
+            assert len(batch.loss_curves[i]) == len(one.loss_curves[0])
+            torch.testing.assert_close(batch.delta[i], one.delta[0], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(torch.tensor(batch.loss_curves[i]), torch.tensor(one.loss_curves[0]),
+                                       rtol=1e-4, atol=1e-6)
+        exercised |= len({len(c) for c in batch.loss_curves}) > 1
+    assert exercised, "no request stopped before another: the compaction path did not run"
