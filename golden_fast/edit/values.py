@@ -243,7 +243,7 @@ def _optimise_group(model, tok, requests, layer, site, templates, hp, prefix_reu
         # that reached the stopping NLL cost nothing more while the others go on
         act = None if not bool(frozen.any()) else (~frozen[row_req]).nonzero().squeeze(1)
         n_act = n_rows if act is None else int(act.numel())
-        pick = (lambda t: t) if act is None else (lambda t: t.index_select(0, act))
+        pick = (lambda t: t) if act is None else (lambda t, a=act: t.index_select(0, a))
         remap = all_rows if act is None else torch.full((n_rows,), -1, device=device).index_put_(
             (act,), torch.arange(n_act, device=device))
         if cache is not None:
