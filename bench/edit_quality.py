@@ -96,6 +96,8 @@ def _batch(args, model, tok, reqs, pre, method, moments, out: Path) -> dict:
     res.revert()
     result = {"method": method, "n": len(reqs), "layers": list(hp.layers), "edit_seconds": edit_s,
               "mom2_update_weight": hp.mom2_update_weight,
+              # z optimisation (batched, early-stopped requests leave the batch) vs keys + solves + apply
+              "targets_seconds": res.traces[0].extras.get("targets_seconds"),
               # peak RSS of the process during edit() beyond what it held before (model, data, C)
               "peak_extra_mib": None if peak is None or rss0 is None else (peak - rss0) / 2**20,
               "summary": _summary(post), "warnings": sorted({w for t in res.traces for w in t.warnings})}

@@ -89,4 +89,5 @@ def mass_edit(
         tr.warnings = list(warnings)
         tr.extras.update(z=Z[tr.index], nll=tgt.nll_final[tr.index])
     traces[0].extras["layer_updates"] = per_layer
+    traces[0].extras["targets_seconds"] = tgt.setup_seconds + tgt.loop_seconds  # z optimisation, whole batch
     return traces

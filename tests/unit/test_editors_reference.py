@@ -131,6 +131,7 @@ def test_mass_editors_match_formula(model64, method):
     W0 = {l: a.down_weight(l).detach().clone() for l in layers}
     traces = run_method(method, model, tok, REQUESTS, cfg, Cs, _apply_into(a), progress=False)
     got_updates = traces[0].extras["layer_updates"]
+    assert traces[0].extras["targets_seconds"] > 0  # the time split edit_quality.py reports
     Z = torch.stack([tr.extras["z"] for tr in traces])  # (n, d)
     # replay on the original weights with the plain formula, layer by layer
     with torch.no_grad():
