@@ -94,6 +94,9 @@ class MEMITConfig(ROMEConfig):
     v_weight_decay: float = 1e-3
     clamp_norm_factor: float = 0.75
     mom2_update_weight: float = 15000.0
+    # MEMIT's own context templates: the bare prompt and 5 prefixes of 10 tokens (ROME samples 20);
+    # a quarter of the rows per z step, which matters at thousands of facts
+    context_template_length_params: tuple[tuple[int, int], ...] = ((10, 5),)
 
     method = "memit"
 
