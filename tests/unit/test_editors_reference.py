@@ -223,3 +223,25 @@ def test_batched_targets_with_early_stop_equal_separate_loops(tiny, prefix_reuse
                                        rtol=1e-4, atol=1e-6)
         exercised |= len({len(c) for c in batch.loss_curves}) > 1
     assert exercised, "no request stopped before another: the compaction path did not run"
+
+
+def test_emmet_with_ridge_equals_memit_at_scaled_lambda(model64):
+    """EMMET's Delta = R (K^T C0^-1 K + eps I)^-1 K^T C0^-1 with C0 = lam C equals, by the push-through
+    identity, MEMIT's R K^T (eps lam C + K K^T)^-1: the same weights after both (what the smollm2
+    lambda sweep shows to the last digit)."""
+    model, tok = model64
+    a = get_adapter(model)
+    layers = [1, 2]
+    lam, eps = 40.0, 0.1
+    Cs = {l: _spd(a.d_ff, l) for l in layers}
+    W0 = {l: a.down_weight(l).detach().clone() for l in layers}
+    after = {}
+    for method, cfg in (("emmet", EMMETConfig(layers=layers, mom2_update_weight=lam, emmet_lambda=eps, **FAST)),
+                        ("memit", MEMITConfig(layers=layers, mom2_update_weight=eps * lam, **FAST))):
+        run_method(method, model, tok, REQUESTS, cfg, Cs, _apply_into(a), progress=False)
+        after[method] = {l: a.down_weight(l).detach().clone() for l in layers}
+        with torch.no_grad():
+            for l in layers:
+                a.down_weight(l).copy_(W0[l])
+    for l in layers:
+        assert _rel(after["emmet"][l] - W0[l], after["memit"][l] - W0[l]) < 1e-8
