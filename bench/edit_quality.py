@@ -154,6 +154,8 @@ def main() -> int:
     ap.add_argument("--layer", type=int, default=6, help="layer of the single-layer editors")
     ap.add_argument("--layers", type=lambda s: [int(x) for x in s.split(",")], default=None,
                     help="layers of MEMIT/EMMET (default: the preset's)")
+    ap.add_argument("--methods", default="r-rome,rome",
+                    help="sequential: the editors, in order (one process each can share the cores)")
     ap.add_argument("--every", type=int, default=20)
     ap.add_argument("--mom2-update-weight", type=float, default=None,
                     help="MEMIT/EMMET lambda (default: the preset's); results are filed per value")
@@ -172,7 +174,7 @@ def main() -> int:
     moments = Moments.resolve(None, model, tok, hp0)
     torch.manual_seed(0)
     if args.part == "sequential":
-        result = {m: _sequential(args, model, tok, reqs, m, moments, out) for m in ("r-rome", "rome")}
+        result = {m: _sequential(args, model, tok, reqs, m, moments, out) for m in args.methods.split(",")}
     else:
         pre_path = out / f"pre-{len(reqs)}.json"
         pre = EvalReport.from_json(pre_path) if pre_path.exists() else evaluate(model, tok, reqs)
