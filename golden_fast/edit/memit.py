@@ -90,4 +90,5 @@ def mass_edit(
         tr.extras.update(z=Z[tr.index], nll=tgt.nll_final[tr.index])
     traces[0].extras["layer_updates"] = per_layer
     traces[0].extras["targets_seconds"] = tgt.setup_seconds + tgt.loop_seconds  # z optimisation, whole batch
+    traces[0].extras["targets_reused_seconds"] = tgt.reused_seconds  # what cached z cost when first made
     return traces

@@ -66,7 +66,8 @@ def rome_updates(
         tr.update_norm = float(lam.norm() * u.norm())
         tr.extras.update(k_star=k_star[i], k=k, v_star=v_star, U=lam[:, None], V=u[:, None],
                          nll=tgt.nll_final[i], v_setup_seconds=tgt.setup_seconds / len(requests),
-                         v_loop_seconds=tgt.loop_seconds / len(requests))
+                         v_loop_seconds=tgt.loop_seconds / len(requests),
+                         targets_reused_seconds=tgt.reused_seconds / len(requests))
         traces.append(tr)
         updates.append((lam, u))
     for lam, u in updates:

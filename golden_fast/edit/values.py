@@ -33,6 +33,7 @@ from golden_fast.tokens import fill, subject_last_token, target_span
 
 from .base import EditError
 from .context import with_prompt
+from .target_cache import CachedTarget, active_target_cache, request_key, settings_key, weights_fingerprint
 
 KL_PROMPT = "{} is a"
 
@@ -111,6 +112,9 @@ class TargetResult:
     # once (prefix cache, initial values) and the optimisation loop (forward + backward per step)
     setup_seconds: float = 0.0
     loop_seconds: float = 0.0
+    # served by a target cache (target_cache.py): how many, and what they cost when first optimised
+    reused_seconds: float = 0.0
+    n_reused: int = 0
 
 
 def _log_probs_at(adapter, hidden: torch.Tensor, rows_idx: torch.Tensor, cols_idx: torch.Tensor) -> torch.Tensor:
@@ -149,11 +153,45 @@ def optimise_targets(
     group_size: int = 16,
 ) -> TargetResult:
     """Optimise one delta per request at `site` of `layer` ("mlp.down.out" for ROME's v*,
-    "out" for MEMIT's z). Returns deltas and initial values; v* = init + delta."""
+    "out" for MEMIT's z). Returns deltas and initial values; v* = init + delta.
+
+    Inside `target_cache.reuse_targets()`, requests already optimised on these weights with these
+    settings are served from the cache and only the others are optimised."""
+    reuse = hp.prefix_reuse if prefix_reuse is None else prefix_reuse
+    cache = active_target_cache()
+    if cache is None:
+        return _optimise(model, tok, list(requests), layer, site, templates, hp, reuse, group_size)
+    base = (weights_fingerprint(model),) + settings_key(layer, site, templates, hp, reuse)
+    keys = [base + request_key(r) for r in requests]
+    entries = [cache.get(k) for k in keys]
+    missing = [i for i, e in enumerate(entries) if e is None]
+    reused_seconds = sum(e.seconds for e in entries if e is not None)
+    cache.hits += len(requests) - len(missing)
+    cache.misses += len(missing)
+    fresh = None
+    if missing:
+        fresh = _optimise(model, tok, [requests[i] for i in missing], layer, site, templates, hp, reuse, group_size)
+        per = (fresh.setup_seconds + fresh.loop_seconds) / len(missing)
+        for j, i in enumerate(missing):
+            entries[i] = CachedTarget(fresh.delta[j].clone(), fresh.init[j].clone(), list(fresh.loss_curves[j]),
+                                fresh.nll_final[j], per)
+            cache.put(keys[i], entries[i])
+    return TargetResult(
+        torch.stack([e.delta for e in entries]),
+        torch.stack([e.init for e in entries]),
+        [list(e.loss_curve) for e in entries],
+        [e.nll_final for e in entries],
+        fresh.setup_seconds if fresh is not None else 0.0,
+        fresh.loop_seconds if fresh is not None else 0.0,
+        reused_seconds,
+        len(requests) - len(missing),
+    )
+
+
+def _optimise(model, tok, requests, layer, site, templates, hp, reuse, group_size) -> TargetResult:
     with frozen_weights(model):
         results = [
-            _optimise_group(model, tok, requests[i : i + group_size], layer, site, templates, hp,
-                            hp.prefix_reuse if prefix_reuse is None else prefix_reuse)
+            _optimise_group(model, tok, requests[i : i + group_size], layer, site, templates, hp, reuse)
             for i in range(0, len(requests), group_size)
         ]
     return TargetResult(

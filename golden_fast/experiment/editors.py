@@ -60,7 +60,10 @@ def _single(model, tok, facts, keys, pre, suites, method, layer, hp, moments, gr
         def record(j: int, req: Any, res: Any) -> None:
             # called while this fact's edit is applied; edit_each reverts it afterwards
             post = evaluate(model, tok, [req], pre=pre, suites=suites)
-            row = {"key": keys[todo[j]], "ref": req.ref, "seconds": res.wall_time,
+            # a v* from the study's cache (the other ROME variant's, brute force's) counts at its cost
+            reused_s = sum(float(t.extras.get("targets_reused_seconds", 0.0)) for t in res.traces)
+            row = {"key": keys[todo[j]], "ref": req.ref, "seconds": res.wall_time + reused_s,
+                   "targets_reused_seconds": reused_s,
                    "update_norm": res.traces[0].update_norm if res.traces else None,
                    "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", []) or []}),
                    "metrics": post.by_request().get(0, {})}
@@ -84,7 +87,8 @@ def _batch(model, tok, facts, keys, pre, suites, method, layer, hp, moments, pat
         t0 = time.perf_counter()
         with measure_peak() as mem:
             res = ed.edit(list(facts), mode="batch")
-        seconds = time.perf_counter() - t0
+        reused_s = float(res.traces[0].extras.get("targets_reused_seconds", 0.0)) if res.traces else 0.0
+        seconds = time.perf_counter() - t0 + reused_s  # cached targets count at their cost
         try:
             post = evaluate(model, tok, facts, pre=pre, suites=suites)
         finally:

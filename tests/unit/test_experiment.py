@@ -98,6 +98,11 @@ def test_whole_experiment_writes_the_report(env):
     batch, seq = r["mass"]["batch"], r["mass"]["sequential"]
     assert [p["n"] for p in batch["emmet"]] == [3, 6] and [p["n"] for p in batch["memit"]] == [3, 6]
     assert all(p["layers"] == [1, 2] and p["summary"]["rewrite_acc"]["n"] == p["n"] for p in batch["memit"])
+    # the run's target cache: EMMET's 6 reuse the 3 of its first point, MEMIT reuses EMMET's z (and
+    # the editors part's, at a shared layer), and every point is timed with the reused targets at
+    # their original cost
+    assert all(p["targets_reused_seconds"] > 0 for p in [batch["emmet"][1], *batch["memit"]])
+    assert all(p["edit_seconds"] > p["targets_reused_seconds"] for p in [*batch["emmet"], *batch["memit"]])
     for method in ("r-rome", "rome"):
         assert [p["edits"] for p in seq[method]] == [2, 4]
         # sequential editing at LGA's layer, every fact edited so far evaluated at each checkpoint

@@ -1,0 +1,108 @@
+"""Reuse of optimised targets (ROME's v*, MEMIT's z) within one study.
+
+A target depends only on the request (prompt, subject, target_new), the layer and site, the
+context templates, the optimisation settings and the weights it was optimised on. A study computes
+the same ones many times: ROME and R-ROME optimise the same v* at a layer; MEMIT and EMMET the
+same z; the mass-editing curve's batch of 1,000 holds the batch of 100, which holds the batch of 10.
+Inside `with reuse_targets():`, `optimise_targets` looks each request up first and optimises only
+the missing ones (a request's target is the same alone or in a batch: the batched loop is
+element-wise, see values.py).
+
+Valid only on the weights a target was made on: the key holds a fingerprint of every
+down-projection (the only weights golden-fast edits; editing anything else inside the block is
+the caller's responsibility), so targets made before a sequential edit are never served after it.
+
+Honest timing: each entry keeps the seconds it cost (its share of its batch's setup and loop), and
+a result built from cached entries reports them as `reused_seconds`, so a study can report every
+method's time as if it had optimised its own targets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["CachedTarget", "TargetCache", "active_target_cache", "reuse_targets", "weights_fingerprint"]
+
+#: the optimisation settings a target depends on (besides templates, layer and site)
+TARGET_FIELDS = ("v_num_grad_steps", "v_lr", "v_loss_layer", "v_weight_decay", "clamp_norm_factor",
+                 "kl_factor", "nll_stop", "prefix_reuse")
+
+
+@dataclasses.dataclass
+class CachedTarget:
+    """One optimised target and what it cost (seconds: its share of its batch's setup and loop)."""
+
+    delta: torch.Tensor  # (d,) float32
+    init: torch.Tensor  # (d,) float64
+    loss_curve: list[float]
+    nll_final: float
+    seconds: float
+
+
+class TargetCache:
+    """In-memory store of optimised targets; `hits` / `misses` count requests served / optimised."""
+
+    def __init__(self) -> None:
+        self._store: dict[tuple, CachedTarget] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def get(self, key: tuple) -> CachedTarget | None:
+        return self._store.get(key)
+
+    def put(self, key: tuple, entry: CachedTarget) -> None:
+        self._store[key] = entry
+
+
+_ACTIVE: contextvars.ContextVar[TargetCache | None] = contextvars.ContextVar("golden_fast_target_cache",
+                                                                          default=None)
+
+
+def active_target_cache() -> TargetCache | None:
+    return _ACTIVE.get()
+
+
+@contextlib.contextmanager
+def reuse_targets(cache: TargetCache | None = None) -> Iterator[TargetCache]:
+    """Within the block, optimised targets are looked up in `cache` (a new one if None) first."""
+    cache = TargetCache() if cache is None else cache
+    token = _ACTIVE.set(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.reset(token)
+
+
+def weights_fingerprint(model: Any) -> tuple[float, ...]:
+    """Float64 sum and sum of squares of every down-projection: any edit golden-fast makes (a sum of
+    rank-one terms) changes them, so a target is never served on other weights than its own."""
+    from golden_fast.models import get_adapter
+
+    adapter = get_adapter(model)
+    out: list[float] = []
+    with torch.no_grad():
+        for layer in range(adapter.n_layers):
+            w = adapter.down_weight(layer)
+            out.append(float(w.sum(dtype=torch.float64)))
+            out.append(float(w.double().pow(2).sum()))
+    return tuple(out)
+
+
+def settings_key(layer: int, site: str, templates: Sequence[str], hp: Any, prefix_reuse: bool) -> tuple:
+    fields = {f: getattr(hp, f, None) for f in TARGET_FIELDS}
+    fields["prefix_reuse"] = bool(prefix_reuse)
+    return (int(layer), site, tuple(templates), json.dumps(fields, sort_keys=True, default=str))
+
+
+def request_key(req: Any) -> tuple:
+    return (req.template, req.subject, req.target_new)
