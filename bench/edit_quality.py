@@ -135,6 +135,38 @@ def _sequential(args, model, tok, reqs, method, moments, out: Path) -> list[dict
     return curve
 
 
+def _plot_sequential(out: Path) -> Path | None:
+    """sequential.png: first-k rewrite accuracy and |W - W0| against the number of edits, one line per
+    editor whose curve exists (the collapse the anchors' users report, side by side)."""
+    curves = {m: json.loads(p.read_text()) for m in ("r-rome", "rome")
+              if (p := out / f"sequential-{m}" / "curve.json").exists()}
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for m, c in curves.items():
+        x = [p["edits"] for p in c]
+        ax1.plot(x, [p["first_rewrite_acc"] for p in c], marker="o", label=m)
+        ax2.plot(x, [p["update_norm"] for p in c], marker="o", label=m)
+    first = curves[next(iter(curves))][0]["edits"]
+    ax1.set(xlabel="edits made", ylabel=f"rewrite accuracy of the first {first}", ylim=(0, 1.05))
+    ax2.set(xlabel="edits made", ylabel="|W - W0| (Frobenius)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = out / "sequential.png"
+    tmp = path.with_name(".sequential.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def _hp_item(text: str) -> tuple[str, object]:
     key, _, value = text.partition("=")
     if not key or not value:
@@ -175,6 +207,7 @@ def main() -> int:
     torch.manual_seed(0)
     if args.part == "sequential":
         result = {m: _sequential(args, model, tok, reqs, m, moments, out) for m in args.methods.split(",")}
+        print(f"plot: {_plot_sequential(out)}")
     else:
         pre_path = out / f"pre-{len(reqs)}.json"
         pre = EvalReport.from_json(pre_path) if pre_path.exists() else evaluate(model, tok, reqs)
