@@ -121,26 +121,10 @@ def _stats_fingerprint(stats: Any, hp: Any) -> str:
 
 
 def _read_pairs(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    done: dict[tuple[str, int], dict[str, Any]] = {}
-    if not path.exists():
-        return done
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        # a line torn by an interrupted write: cut it off (that pair runs again), or the next row
-        # appended would be glued to it
-        keep = text[: text.rfind("\n") + 1]
-        with path.open("r+b") as f:
-            f.truncate(len(keep.encode("utf-8")))
-        text = keep
-    for n, line in enumerate(text.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{path}: line {n + 1} is not JSON") from None
-        done[(row["key"], int(row["layer"]))] = row
-    return done
+    # the experiment's JSONL reader: a torn last line (an interrupted write) is cut off and re-run
+    from golden_fast.experiment.store import read_jsonl
+
+    return {(row["key"], int(row["layer"])): row for row in read_jsonl(path)}
 
 
 def _check_meta(out: Path, meta: dict[str, Any]) -> None:
