@@ -22,14 +22,11 @@ from golden_fast.data import builtin_facts, load
 from golden_fast.edit import Editor
 from golden_fast.edit import memit as memit_module
 from golden_fast.edit.config import preset
+from golden_fast.edit.target_cache import TARGET_FIELDS
 from golden_fast.evaluate import EvalReport, evaluate
 from golden_fast.models import load_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json"
-
-
-_TARGET_FIELDS = ("v_num_grad_steps", "v_lr", "v_loss_layer", "v_weight_decay", "clamp_norm_factor",
-                  "kl_factor", "nll_stop", "prefix_reuse")
 
 
 def _cached_targets(real):
@@ -40,7 +37,7 @@ def _cached_targets(real):
 
     def cached(model, tok, requests, layer, site, templates, hp, *a, **k):
         key = (layer, site, tuple(r.ref for r in requests), tuple(templates),
-               json.dumps({f: v for f, v in dataclasses.asdict(hp).items() if f in _TARGET_FIELDS},
+               json.dumps({f: v for f, v in dataclasses.asdict(hp).items() if f in TARGET_FIELDS},
                           sort_keys=True, default=str))
         if key not in memo:
             memo[key] = real(model, tok, requests, layer, site, templates, hp, *a, **k)
