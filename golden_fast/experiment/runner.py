@@ -126,17 +126,21 @@ def _part_brute(ctx: Context, which: str) -> str:
             f"sample-wise gap {gap['gap']:.3f} [{gap['lo']:.3f}, {gap['hi']:.3f}]")
 
 
-def eval_layers(ctx: Context) -> tuple[list[int], int]:
-    """(layers the editors are judged at, the test golden layer): every chosen layer and the golden one."""
+def eval_layers(ctx: Context) -> tuple[list[int], int | None]:
+    """(layers the editors are judged at, the test golden layer): every chosen layer and the golden one.
+
+    Before the brute-test part has finished, the golden layer is None and only the chosen layers are
+    returned: the editors part can then run beside brute-test and add the golden layer on a later run."""
     from golden_fast.experiment.locating import chosen_layers
     from golden_fast.locate import LayerScores
 
     truth_path = ctx.locate_dir / "brute-test.json"
-    if not truth_path.exists():
-        raise ValueError("the editors part needs the test golden layer: run the brute-test part first")
-    golden = LayerScores.from_json(truth_path).chosen
-    methods = chosen_layers(ctx.locate_dir, ctx.cfg.thetas)
-    return sorted({int(m["layer"]) for m in methods.values()} | {golden}), golden
+    golden = LayerScores.from_json(truth_path).chosen if truth_path.exists() else None
+    chosen = {int(m["layer"]) for m in chosen_layers(ctx.locate_dir, ctx.cfg.thetas).values()}
+    if not chosen and golden is None:
+        raise ValueError("the editors part needs a chosen layer: run a locating part (lga, cma, brute-proxy, "
+                         "brute-test) first")
+    return sorted(chosen | ({golden} if golden is not None else set())), golden
 
 
 def _part_editors(ctx: Context) -> str:
@@ -148,7 +152,9 @@ def _part_editors(ctx: Context) -> str:
     res = run_editors(ctx.model, ctx.tokenizer, test, layers, c.editors, ctx.out / "editors", ctx.pre(),
                       hparams=c.hparam_overrides(), moments=ctx.moments(layers), suites=c.suites,
                       group_size=c.group_size, meta=ctx.model_meta(), progress=c.progress)
-    return f"{len(c.editors)} editor(s) x layers {layers} on {len(test)} test facts ({len(res)} results)"
+    pending = "" if golden is not None else ("; the test golden layer is not known yet (brute-test unfinished): "
+                                             "run this part again after brute-test")
+    return f"{len(c.editors)} editor(s) x layers {layers} on {len(test)} test facts ({len(res)} results){pending}"
 
 
 def mass_layer(ctx: Context) -> int:

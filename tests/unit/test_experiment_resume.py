@@ -221,3 +221,24 @@ def test_a_torn_last_row_is_cut_and_that_fact_redone(tmp_path):
     write_json(tmp_path / "x.json", {"a": [1, 2]})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": [1, 2]}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_editors_part_runs_before_brute_test_and_adds_the_golden_layer_later(env, llama):
+    """The editors part beside an unfinished brute-test: the chosen layers now, the golden one on rerun."""
+    model, tok, before = llama
+    out = env / "early-editors"
+    first = run_experiment(_config(out, parts=("lga", "editors")), model=model, tokenizer=tok)
+    assert "not known yet" in first["parts"]["editors"]
+    early = {p.name for p in (out / "editors").glob("r-rome-L*.jsonl")}
+    assert early  # the LGA variants' layers
+    run_experiment(_config(out, parts=("brute-test", "editors")), model=model, tokenizer=tok)
+    G = json.loads((out / "locate" / "brute-test.json").read_text())["chosen"]
+    late = {p.name for p in (out / "editors").glob("r-rome-L*.jsonl")}
+    assert early <= late and f"r-rome-L{G:02d}.jsonl" in late
+    assert _unchanged(model, before)
+
+
+def test_editors_part_without_any_located_layer_is_refused(env, llama):
+    model, tok, _ = llama
+    with pytest.raises(ValueError, match="needs a chosen layer"):
+        run_experiment(_config(env / "no-layers", parts=("editors",)), model=model, tokenizer=tok)
