@@ -202,7 +202,9 @@ def main() -> int:
     reqs = (builtin_facts() if args.data == "builtin" else load(args.data, limit=args.n))[: args.n]
     out = Path(args.out or Path(__file__).resolve().parent / "results" / "edit_quality" / args.model)
     out.mkdir(parents=True, exist_ok=True)
-    hp0 = dataclasses.replace(preset("r-rome", args.model), mom2_adjustment=not args.identity_c)
+    # the statistics follow the --hp overrides too (mom2_n_samples, the corpus), not the preset alone
+    stats_hp = {k: v for k, v in dict(args.hp).items() if k in ("mom2_dataset", "mom2_n_samples", "mom2_dtype")}
+    hp0 = dataclasses.replace(preset("r-rome", args.model), mom2_adjustment=not args.identity_c, **stats_hp)
     moments = Moments.resolve(None, model, tok, hp0)
     torch.manual_seed(0)
     if args.part == "sequential":

@@ -71,6 +71,7 @@ _OPTIONS = {
     "--test-n": (int, "test facts, where choices are judged (default 100)"),
     "--brute-proxy-n": (int, "proxy facts brute force searches (default 20)"),
     "--test-brute-n": (int, "test facts brute force searches: the ground truth (default 30)"),
+    "--editors-n": (int, "test facts the editors are judged on at each chosen layer (default: all test facts)"),
     "--layers": (_ints, "candidate layers: 3,4,5 or 0-29 (default: all)"),
     "--layer-sample": (int, "without --layers: this many evenly spread layers (default: all)"),
     "--thetas": (_words, "LGA parameter sets: down,mlp,block (default down)"),

@@ -59,7 +59,7 @@ def _editor_results(ctx, layers: list[int]) -> dict:
 
     out = {}
     folder = ctx.out / "editors"
-    keys = (read_json(ctx.out / "split.json") or {}).get("test", [])
+    keys = (read_json(ctx.out / "split.json") or {}).get("test", [])[: ctx.cfg.editors_n]
     for method in ctx.cfg.editors:
         for layer in layers:
             single = folder / f"{method}-L{layer:02d}.jsonl"

@@ -68,6 +68,8 @@ class ExperimentConfig:
         brute_proxy_n: the first proxy facts brute force searches (its choice is a locating method).
         test_brute_n: the first test facts brute force searches at every layer: the ground truth
             (test golden layer, sample-wise optima and their gap).
+        editors_n: the first test facts the editors part judges the chosen layers on (None: all
+            test_n). Fixed for a results folder: its editors' results are refused if it changes.
         layers: candidate layers (None: all, or `layer_sample` evenly spread ones).
         layer_sample: when `layers` is None, this many evenly spread layers, first and last included
             (None: every layer).
@@ -112,6 +114,7 @@ class ExperimentConfig:
     test_n: int = 100
     brute_proxy_n: int = 20
     test_brute_n: int = 30
+    editors_n: int | None = None
     layers: tuple[int, ...] | None = None
     layer_sample: int | None = None
     thetas: tuple[str, ...] = ("down",)
@@ -162,6 +165,10 @@ class ExperimentConfig:
             raise ValueError(f"brute_proxy_n ({self.brute_proxy_n}) cannot exceed proxy_n ({self.proxy_n})")
         if self.test_brute_n > self.test_n:
             raise ValueError(f"test_brute_n ({self.test_brute_n}) cannot exceed test_n ({self.test_n})")
+        if self.editors_n is not None:
+            _positive("editors_n", self.editors_n)
+            if self.editors_n > self.test_n:
+                raise ValueError(f"editors_n ({self.editors_n}) cannot exceed test_n ({self.test_n})")
         if self.sequential_every > self.sequential_n:
             raise ValueError(
                 f"sequential_every ({self.sequential_every}) cannot exceed sequential_n ({self.sequential_n})"

@@ -148,7 +148,7 @@ def _part_editors(ctx: Context) -> str:
 
     c = ctx.cfg
     layers, golden = eval_layers(ctx)
-    test = ctx.facts.test
+    test = ctx.facts.test[: c.editors_n]
     res = run_editors(ctx.model, ctx.tokenizer, test, layers, c.editors, ctx.out / "editors", ctx.pre(),
                       hparams=c.hparam_overrides(), moments=ctx.moments(layers), suites=c.suites,
                       group_size=c.group_size, meta=ctx.model_meta(), progress=c.progress)

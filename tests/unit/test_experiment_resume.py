@@ -242,3 +242,26 @@ def test_editors_part_without_any_located_layer_is_refused(env, llama):
     model, tok, _ = llama
     with pytest.raises(ValueError, match="needs a chosen layer"):
         run_experiment(_config(env / "no-layers", parts=("editors",)), model=model, tokenizer=tok)
+
+
+def test_editors_n_judges_the_first_test_facts_and_cannot_change_later(env, llama):
+    """--editors-n: the editors part edits only the first n test facts, and the report uses exactly them;
+    a rerun with another n is refused rather than mixing two fact sets."""
+    model, tok, before = llama
+    out = env / "editors-n"
+    res = run_experiment(_config(out, editors_n=2, parts=("brute-test", "editors", "report")), model=model,
+                         tokenizer=tok)
+    test_keys = json.loads((out / "split.json").read_text())["test"]
+    assert len(test_keys) == 4
+    rows = [json.loads(line) for p in (out / "editors").glob("r-rome-L*.jsonl") for line in p.read_text().splitlines()]
+    assert rows and {r["key"] for r in rows} == set(test_keys[:2])
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert results["editors"]["r-rome"]["rows"], res["parts"]
+    with pytest.raises(ValueError, match="facts"):
+        run_experiment(_config(out, editors_n=3, parts=("editors",)), model=model, tokenizer=tok)
+    assert _unchanged(model, before)
+
+
+def test_editors_n_above_test_n_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="editors_n"):
+        _config(tmp_path, editors_n=5)
