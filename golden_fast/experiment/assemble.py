@@ -176,8 +176,8 @@ def _conventions(ctx) -> str:
         "k=1 (linear quartiles); cosine and new_norm are our variants from the same Gram products",
         "CMA: ROME's causal tracing, restored MLP window around l at the subject's last token; indirect effect "
         "averaged over the facts used (answer='data' skips the facts the clean model gets wrong)",
-        "editors at a layer: ROME / R-ROME edit each test fact alone (evaluated, then reverted); MEMIT / EMMET "
-        "edit all test facts as one batch at that single layer",
+        f"editors at a layer, on the first {ctx.cfg.editors_n or ctx.cfg.test_n} test facts: ROME / R-ROME edit "
+        "each fact alone (evaluated, then reverted); MEMIT / EMMET edit them all as one batch at that single layer",
         "mass editing: batch points edit the first n pool facts at once; sequential checkpoints evaluate every "
         "fact edited so far; time = editing only; peak memory = resident high-water mark during the editing",
     ]
