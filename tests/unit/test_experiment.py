@@ -145,3 +145,35 @@ def test_editors_use_the_statistics_cache_with_stats_preset(env):
         norms[stats] = [r["update_norm"] for r in rows]
     assert any(abs(a - b) > 1e-6 * max(a, b) for a, b in zip(norms["identity"], norms["preset"]))
     assert list((env / "home" / "stats").rglob("*n8*")), "C was not taken from the statistics cache"
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium here: `make browser` installs Debian's chromium (root)")
+def test_experiment_report_renders_in_headless_chromium(env):
+    """The experiment's own report.html (LGA and CMA parts, their figures inlined) opens in a real
+    browser: the screenshot is not blank and shows the figures' line colour, so the images decoded."""
+    import subprocess
+
+    from matplotlib import image
+
+    model, tok = load_model("tiny-llama")
+    out = env / "render"
+    run_experiment(_config(out, parts=("lga", "cma", "report")), model=model, tokenizer=tok)
+    shot = env / "render-shot.png"
+    proc = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
+         "--window-size=1200,3000", (out / "report.html").resolve().as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert shot.is_file(), proc.stderr[-2000:]
+    pix = image.imread(shot)[..., :3]
+    assert pix.std() > 0.05  # not one flat colour
+    # matplotlib's first line colour, C0 = #1f77b4, drawn by every per-layer score plot
+    c0 = (abs(pix[..., 0] - 0x1F / 255) < 0.08) & (abs(pix[..., 1] - 0x77 / 255) < 0.08) & \
+         (abs(pix[..., 2] - 0xB4 / 255) < 0.08)
+    assert c0.sum() > 200, "no figure rendered"
