@@ -292,8 +292,9 @@ def _write(ctx, figs: Path):
             rows = [[r["method"], r["layer"], _ci(r["overall"])] + [_ci(r[m]) for m in e["metrics"]]
                     + [_diff(r["vs_golden"]), _num(r["edit_seconds"])] for r in e["rows"]]
             kind = "each fact edited alone, then reverted" if method in ("rome", "r-rome") else \
-                "all test facts as one batch at that single layer"
-            rep.table(f"{method} on {ctx.facts.info()['test_n']} test facts at each chosen layer ({kind})",
+                "all these facts as one batch at that single layer"
+            n_judged = e["rows"][0]["overall"]["n"] if e["rows"] else ctx.facts.info()["test_n"]
+            rep.table(f"{method} on {n_judged} test facts at each chosen layer ({kind})",
                       header, rows, note="mean [95% bootstrap CI]" + (
                           f"; warnings: {'; '.join(e['warnings'][:3])}" if e["warnings"] else ""))
             means[method] = e["overall_by_layer"]

@@ -257,6 +257,8 @@ def test_editors_n_judges_the_first_test_facts_and_cannot_change_later(env, llam
     assert rows and {r["key"] for r in rows} == set(test_keys[:2])
     results = json.loads((out / "results.json").read_text())["results"]
     assert results["editors"]["r-rome"]["rows"], res["parts"]
+    assert all(row["overall"]["n"] == 2 for row in results["editors"]["r-rome"]["rows"])
+    assert "## r-rome on 2 test facts" in (out / "report.md").read_text()
     with pytest.raises(ValueError, match="facts"):
         run_experiment(_config(out, editors_n=3, parts=("editors",)), model=model, tokenizer=tok)
     assert _unchanged(model, before)
