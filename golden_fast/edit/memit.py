@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from golden_fast.models import get_adapter
+
 from .base import ApplyFn, EditError, RequestTrace
 from .context import context_templates
 from .keys import keys_at_subject
@@ -29,6 +31,36 @@ from .values import optimise_targets
 def _residual_at(model, tok, requests, layer) -> torch.Tensor:
     """Residual stream after `layer` at the subject's last token of the bare prompts (n, d)."""
     return keys_at_subject(model, tok, requests, [layer], ["{}"], site="out")[layer][0].to(torch.float64)
+
+
+def through_post_norm(norm: torch.nn.Module, X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """The change of the down-projection's output that moves norm(X) by R, as nearly as an RMSNorm allows.
+
+    X: (n, d) outputs of the down-projection, R: (n, d) residual-space changes. An RMSNorm
+    N(x) = g * x / rms(x) sees only x's direction: its outputs lie on the surface rms(y / g) = 1,
+    whose normal at Y = N(X) is Y / g^2. The target Y + R is moved back onto the surface along that
+    normal (the root of a quadratic), so the change made is R less its normal component, the part no
+    x can reach, to first order; then x' = (y / g) * rms(X). Adding R to the output instead is off by
+    the norm's gain over rms(X): 5.7x in length, cosine 0.31, on gemma3-270m's layer 6. g is read as
+    N(1), whatever the norm's weight convention (w or 1 + w).
+    """
+    p = next(norm.parameters())
+    with torch.no_grad():
+        g = norm(torch.ones(1, X.shape[1], dtype=p.dtype, device=p.device))[0].to(torch.float64).cpu()
+        Y = norm(X.to(p.dtype).to(p.device)).to(torch.float64).cpu()
+    if bool((g.abs() < 1e-8).any()):
+        raise FloatingPointError("the post-MLP norm has a zero gain: the residual target cannot be mapped through it")
+    X = X.to(torch.float64).cpu()
+    a, b = (Y + R.cpu()) / g, Y / g**3  # the target and the normal, both divided by g
+    # mean((a - t b)^2) = 1: t^2 mean(b^2) - 2 t mean(ab) + mean(a^2) - 1 = 0, the root nearer 0
+    qa, qb, qc = b.pow(2).mean(-1), (a * b).mean(-1), a.pow(2).mean(-1) - 1
+    disc = qb.pow(2) - qa * qc
+    root = qc / (qb + torch.sign(qb) * disc.clamp_min(0).sqrt())  # the stable form of the smaller root
+    # no real root (the target is far off the surface): the point of the normal line nearest to it
+    t = torch.where(disc >= 0, root, qb / qa)
+    U = a - t[:, None] * b
+    rms = lambda v: v.pow(2).mean(-1, keepdim=True).sqrt()  # noqa: E731
+    return U * (rms(X) / rms(U)) - X
 
 
 def _solve_small(D: torch.Tensor, B: torch.Tensor, warnings: list[str], layer: int) -> tuple[torch.Tensor, float]:
@@ -61,6 +93,10 @@ def mass_edit(
         H = _residual_at(model, tok, requests, z_layer)  # (n, d), current weights
         R = (Z - H).T / (len(layers) - i)  # (d, n)
         try:
+            norm = get_adapter(model).post_mlp_norm(layer)
+            if norm is not None:  # Gemma: the residual change R must be made through the post-MLP norm
+                X = keys_at_subject(model, tok, requests, [layer], ["{}"])[layer][1].to(torch.float64)  # (n, d)
+                R = through_post_norm(norm, X, R.T).T
             if method == "memit":
                 V = moments.solve(layer, K, scale=hp.mom2_update_weight, extra=K @ K.T, warnings=warnings)
                 U = R

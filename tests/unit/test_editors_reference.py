@@ -4,6 +4,8 @@ all three families run in float64."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -61,6 +63,26 @@ def _module_io(model, adapter, layer, text_template, subject, site="down"):
     finally:
         h.remove()
     return got.get("k"), got["v"]
+
+
+def _through_gemma_norm(norm, model, adapter, layer, R):
+    """Plain formula: Gemma's N(x) = x / sqrt(mean(x^2) + eps) * (1 + w). Per request (columns of R):
+    y = N(x) + r - t N(x) / (1 + w)^2 with t the smaller root of rms(y / (1 + w)) = 1, found here by
+    numpy's polynomial roots, then x' = y / (1 + w) scaled to the rms of x."""
+    import numpy as np
+
+    w, eps = norm.weight.detach().double(), float(norm.eps)
+    g = (1 + w) / (1 + eps) ** 0.5  # N(1)
+    cols = []
+    for j, r in enumerate(REQUESTS):
+        x = _module_io(model, adapter, layer, r.template, r.subject)[1].double()
+        y = x / torch.sqrt(x.pow(2).mean() + eps) * (1 + w)
+        a, b = (y + R[:, j]) / g, y / g**3
+        roots = np.roots([float(b.pow(2).mean()), -2 * float((a * b).mean()), float(a.pow(2).mean()) - 1])
+        t = float(min(roots.real, key=abs))
+        u = a - t * b
+        cols.append(u * torch.sqrt(x.pow(2).mean()) / torch.sqrt(u.pow(2).mean()) - x)
+    return torch.stack(cols, 1)
 
 
 def _k_star(model, adapter, layer, req, templates):
@@ -145,6 +167,8 @@ def test_mass_editors_match_formula(model64, method):
             [_module_io(model, a, layers[-1], r.template, r.subject, site="out")[1] for r in REQUESTS]
         )
         R = (Z - H).T / (len(layers) - i)
+        if a.post_mlp_norm(l) is not None:  # Gemma: R is asked of the residual, after the post-MLP RMSNorm
+            R = _through_gemma_norm(a.post_mlp_norm(l), model, a, l, R)
         if method == "memit":
             ref = R @ K.T @ torch.linalg.inv(lam * Cs[l] + K @ K.T)
         else:
@@ -245,3 +269,37 @@ def test_emmet_with_ridge_equals_memit_at_scaled_lambda(model64):
                 a.down_weight(l).copy_(W0[l])
     for l in layers:
         assert _rel(after["emmet"][l] - W0[l], after["memit"][l] - W0[l]) < 1e-8
+
+
+def test_through_post_norm_makes_the_reachable_part_of_r():
+    """Through Gemma's post-MLP norm, the mapped change moves the norm's output by R less its component
+    along the surface normal (unreachable: the norm ignores x's scale), to first order; adding R to the
+    output, as before, does not."""
+    from golden_fast.edit.memit import through_post_norm
+
+    model, _ = load_model("tiny-gemma3")
+    norm = get_adapter(model).post_mlp_norm(1)
+    assert norm is not None and get_adapter(load_model("tiny-llama")[0]).post_mlp_norm(1) is None
+    norm = copy.deepcopy(norm).double()  # the mapping, not float32 rounding, is what is measured
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(3, norm.weight.shape[0], generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        Y = norm(X)
+        g = norm(torch.ones(1, X.shape[1], dtype=torch.float64))[0]
+    nu = Y / g**2
+    nu = nu / nu.norm(dim=1, keepdim=True)
+    R0 = torch.randn(X.shape, generator=gen, dtype=torch.float64)
+    R0 = R0 * Y.norm(dim=1, keepdim=True) / X.shape[1] ** 0.5  # |R0| about |Y|
+    errs = {}
+    for scale in (1e-3, 0.1):
+        R = R0 * scale
+        reachable = R - (R * nu).sum(1, keepdim=True) * nu
+        dX = through_post_norm(norm, X, R)
+        with torch.no_grad():
+            got = norm(X + dX) - Y
+            naive = norm(X + R) - Y  # what adding R to the output did before
+        errs[scale] = (got - reachable).norm(dim=1) / R.norm(dim=1)
+        assert (errs[scale] < (naive - reachable).norm(dim=1) / R.norm(dim=1)).all()
+    # first order: a small R is made to within 1% of its length (the norm's eps limits this, not the
+    # mapping); R a tenth of N(X) to within 10% (the curvature of the norm's surface)
+    assert (errs[1e-3] < 0.01).all() and (errs[0.1] < 0.1).all(), errs

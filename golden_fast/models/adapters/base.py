@@ -39,6 +39,8 @@ class ModelAdapter:
     mlp_attr: ClassVar[str] = "mlp"
     attn_attr: ClassVar[str] = "self_attn"
     down_attr: ClassVar[str] = "down_proj"
+    # a norm applied to the MLP's output before the residual add (Gemma's post_feedforward_layernorm)
+    post_mlp_norm_attr: ClassVar[str | None] = None
     embed_path: ClassVar[str] = ""
     final_norm_path: ClassVar[str] = ""
     lm_head_path: ClassVar[str] = "lm_head"
@@ -69,6 +71,10 @@ class ModelAdapter:
 
     def down_proj(self, layer: int) -> nn.Module:
         return getattr(self.mlp(layer), self.down_attr)
+
+    def post_mlp_norm(self, layer: int) -> nn.Module | None:
+        """The norm between the down-projection's output and the residual add, or None."""
+        return getattr(self.block(layer), self.post_mlp_norm_attr) if self.post_mlp_norm_attr else None
 
     def down_weight(self, layer: int) -> torch.Tensor:
         """The down-projection weight as (out x in) = (d, m), whatever the storage.

@@ -12,3 +12,4 @@ class GemmaAdapter(ModelAdapter):
     layers_path = "model.layers"
     embed_path = "model.embed_tokens"
     final_norm_path = "model.norm"
+    post_mlp_norm_attr = "post_feedforward_layernorm"
