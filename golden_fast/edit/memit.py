@@ -48,10 +48,16 @@ def through_post_norm(norm: torch.nn.Module, X: torch.Tensor, R: torch.Tensor) -
     with torch.no_grad():
         g = norm(torch.ones(1, X.shape[1], dtype=p.dtype, device=p.device))[0].to(torch.float64).cpu()
         Y = norm(X.to(p.dtype).to(p.device)).to(torch.float64).cpu()
-    if bool((g.abs() < 1e-8).any()):
-        raise FloatingPointError("the post-MLP norm has a zero gain: the residual target cannot be mapped through it")
     X = X.to(torch.float64).cpu()
-    a, b = (Y + R.cpu()) / g, Y / g**3  # the target and the normal, both divided by g
+    # a zero gain (gemma3-270m has some) makes its output coordinate unreachable; there the
+    # normalised x keeps its value and the normal has no component
+    live = g.abs() > 1e-6 * float(g.abs().max())
+    if not bool(live.any()):
+        raise FloatingPointError("the post-MLP norm has no non-zero gain: no residual target can be made through it")
+    gs = torch.where(live, g, torch.ones_like(g))
+    rms = lambda v: v.pow(2).mean(-1, keepdim=True).sqrt()  # noqa: E731
+    a = torch.where(live, (Y + R.cpu()) / gs, X / rms(X))  # the target, divided by g
+    b = torch.where(live, Y / gs**3, torch.zeros_like(Y))  # the surface normal, divided by g
     # mean((a - t b)^2) = 1: t^2 mean(b^2) - 2 t mean(ab) + mean(a^2) - 1 = 0, the root nearer 0
     qa, qb, qc = b.pow(2).mean(-1), (a * b).mean(-1), a.pow(2).mean(-1) - 1
     disc = qb.pow(2) - qa * qc
@@ -59,7 +65,6 @@ def through_post_norm(norm: torch.nn.Module, X: torch.Tensor, R: torch.Tensor) -
     # no real root (the target is far off the surface): the point of the normal line nearest to it
     t = torch.where(disc >= 0, root, qb / qa)
     U = a - t[:, None] * b
-    rms = lambda v: v.pow(2).mean(-1, keepdim=True).sqrt()  # noqa: E731
     return U * (rms(X) / rms(U)) - X
 
 

@@ -300,6 +300,18 @@ def test_through_post_norm_makes_the_reachable_part_of_r():
             naive = norm(X + R) - Y  # what adding R to the output did before
         errs[scale] = (got - reachable).norm(dim=1) / R.norm(dim=1)
         assert (errs[scale] < (naive - reachable).norm(dim=1) / R.norm(dim=1)).all()
+    # a zero gain (gemma3-270m's norms have some): that coordinate is unreachable, the rest is still made
+    with torch.no_grad():
+        norm.weight[0] = -1.0  # Gemma's gain is 1 + w
+    R = R0 * 1e-3
+    R[:, 0] = 0
+    with torch.no_grad():
+        Y0, g0 = norm(X), norm(torch.ones(1, X.shape[1], dtype=torch.float64))[0]
+        got = norm(X + through_post_norm(norm, X, R)) - Y0
+    nu0 = torch.where(g0.abs() > 0, Y0 / torch.where(g0.abs() > 0, g0, torch.ones_like(g0)) ** 2, torch.zeros_like(Y0))
+    nu0 = nu0 / nu0.norm(dim=1, keepdim=True)
+    assert float(got[:, 0].abs().max()) == 0.0
+    assert _rel(got, R - (R * nu0).sum(1, keepdim=True) * nu0) < 0.01
     # first order: a small R is made to within 1% of its length (the norm's eps limits this, not the
     # mapping); R a tenth of N(X) to within 10% (the curvature of the norm's surface)
     assert (errs[1e-3] < 0.01).all() and (errs[0.1] < 0.1).all(), errs
