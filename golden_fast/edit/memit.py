@@ -33,6 +33,20 @@ def _residual_at(model, tok, requests, layer) -> torch.Tensor:
     return keys_at_subject(model, tok, requests, [layer], ["{}"], site="out")[layer][0].to(torch.float64)
 
 
+def _keys_and_bare_output(model, tok, requests, layer, templates, want_output: bool, bare: int | None):
+    """(K (m, n) template-averaged keys, the down-projection's output at the bare prompts (n, d) or None).
+
+    The bare output comes from the same forward when the bare prompt is one of the templates."""
+    if not want_output:
+        return keys_at_subject(model, tok, requests, [layer], templates)[layer][0].to(torch.float64).T, None
+    if bare is None:
+        K = keys_at_subject(model, tok, requests, [layer], templates)[layer][0]
+        X = keys_at_subject(model, tok, requests, [layer], ["{}"])[layer][1]
+        return K.to(torch.float64).T, X.to(torch.float64)
+    Kt, Ot = keys_at_subject(model, tok, requests, [layer], templates, per_template=True)[layer]  # (n, T, .)
+    return Kt.mean(1).to(torch.float64).T, Ot[:, bare].to(torch.float64)
+
+
 def through_post_norm(norm: torch.nn.Module, X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     """The change of the down-projection's output that moves norm(X) by R, as nearly as an RMSNorm allows.
 
@@ -93,14 +107,15 @@ def mass_edit(
     traces = [RequestTrace(index=i, loss_curve=tgt.loss_curves[i]) for i in range(n)]
     warnings: list[str] = []
     total_sq, conds, per_layer = 0.0, [], {}
+    adapter = get_adapter(model)
     for i, layer in enumerate(tqdm(layers, desc=f"{method} layers", disable=not progress)):
-        K = keys_at_subject(model, tok, requests, [layer], templates)[layer][0].to(torch.float64).T  # (m, n)
+        norm = adapter.post_mlp_norm(layer)
+        bare = templates.index("{}") if norm is not None and "{}" in templates else None
+        K, X = _keys_and_bare_output(model, tok, requests, layer, templates, norm is not None, bare)
         H = _residual_at(model, tok, requests, z_layer)  # (n, d), current weights
         R = (Z - H).T / (len(layers) - i)  # (d, n)
         try:
-            norm = get_adapter(model).post_mlp_norm(layer)
             if norm is not None:  # Gemma: the residual change R must be made through the post-MLP norm
-                X = keys_at_subject(model, tok, requests, [layer], ["{}"])[layer][1].to(torch.float64)  # (n, d)
                 R = through_post_norm(norm, X, R.T).T
             if method == "memit":
                 V = moments.solve(layer, K, scale=hp.mom2_update_weight, extra=K @ K.T, warnings=warnings)

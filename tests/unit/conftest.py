@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from golden_fast.models import TINY_NAMES, load_model
@@ -12,3 +14,12 @@ def tiny(request):
     """(name, model, tokenizer) for each tiny family; shared read-only across the session."""
     model, tok = load_model(request.param)
     return request.param, model, tok
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """A headless-capable Chromium, else the test skips with how to install it."""
+    path = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    if path is None:
+        pytest.skip("no Chromium here: `make browser` installs Debian's chromium (root)")
+    return path

@@ -147,14 +147,7 @@ def test_editors_use_the_statistics_cache_with_stats_preset(env):
     assert list((env / "home" / "stats").rglob("*n8*")), "C was not taken from the statistics cache"
 
 
-def _chromium() -> str | None:
-    import shutil
-
-    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-
-
-@pytest.mark.skipif(_chromium() is None, reason="no Chromium here: `make browser` installs Debian's chromium (root)")
-def test_experiment_report_renders_in_headless_chromium(env):
+def test_experiment_report_renders_in_headless_chromium(env, chromium):
     """The experiment's own report.html (LGA and CMA parts, their figures inlined) opens in a real
     browser: the screenshot is not blank and shows the figures' line colour, so the images decoded."""
     import subprocess
@@ -166,7 +159,7 @@ def test_experiment_report_renders_in_headless_chromium(env):
     run_experiment(_config(out, parts=("lga", "cma", "report")), model=model, tokenizer=tok)
     shot = env / "render-shot.png"
     proc = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
          "--window-size=1200,3000", (out / "report.html").resolve().as_uri()],
         capture_output=True, text=True, timeout=120,
     )

@@ -55,14 +55,7 @@ def test_report_rejects_ragged_rows_and_missing_figures(tmp_path):
         rep.figure("missing", tmp_path / "nope.png")
 
 
-def _chromium() -> str | None:
-    import shutil
-
-    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-
-
-@pytest.mark.skipif(_chromium() is None, reason="no Chromium here: `make browser` installs Debian's chromium (root)")
-def test_report_html_renders_in_headless_chromium(tmp_path):
+def test_report_html_renders_in_headless_chromium(tmp_path, chromium):
     """The HTML opens in a real browser and paints something: a screenshot that is not blank,
     with the inlined figure's colour present (the image decoded, not a broken icon)."""
     import subprocess
@@ -78,7 +71,7 @@ def test_report_html_renders_in_headless_chromium(tmp_path):
     paths = rep.write(tmp_path / "out")
     shot = tmp_path / "shot.png"
     proc = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
          f"--screenshot={shot}", "--window-size=1200,1000", paths.html.resolve().as_uri()],
         capture_output=True, text=True, timeout=120,
     )
