@@ -1,4 +1,4 @@
-"""Shared benchmark helpers (STYLE B6): provenance, timing percentiles, peak memory, results CSV.
+"""Shared benchmark helpers: provenance, timing percentiles, peak memory, results CSV.
 
 Benchmarks are scripts, never imported by the library. Each ends with one JSON line and
 appends long-format rows (one per measured quantity) to bench/results/<device-slug>.csv,

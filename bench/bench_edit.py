@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import append_results, provenance  # noqa: E402
 
 from golden_fast.data import builtin_facts, load  # noqa: E402
+from golden_fast.data.location import data_dir  # noqa: E402
 from golden_fast.edit.base import run_method  # noqa: E402
 from golden_fast.edit.config import preset  # noqa: E402
 from golden_fast.edit.context import context_templates  # noqa: E402
@@ -30,7 +31,7 @@ from golden_fast.edit.moments import Moments  # noqa: E402
 from golden_fast.edit.values import _build_rows  # noqa: E402
 from golden_fast.models import get_adapter, load_model  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json"
+DATA = (data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"  # $GOLDEN_FAST_DATA
 
 
 def token_layer_work(tok, reqs, templates, n_layers: int, layer: int, kl: bool) -> dict:

@@ -17,7 +17,7 @@ Measured, for each batch size and with LGA's activation checkpointing off / on:
 - materialised_peak_extra / materialised_seconds_per_fact: the plain autograd route (weights require
   grad, backward for the old answer, a copy of the L gradients, backward for the new answer, inner
   products), one fact at a time: the baseline LGA avoids. Its scores are also the correctness check:
-  LGA's signed scores must match them before anything is timed (STYLE B6).
+  LGA's signed scores must match them before anything is timed (a wrong route is never timed).
 
     python bench/bench_lga_memory.py [--model smollm2-135m] [--n 16] [--batch-sizes 1,8] [--checkpoint off,on]
     python bench/bench_lga_memory.py --random-weights --device cuda   # architecture twin, no download
@@ -40,11 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import append_results, percentiles, provenance  # noqa: E402
 
 from golden_fast.data import builtin_facts, load  # noqa: E402
+from golden_fast.data.location import data_dir  # noqa: E402
 from golden_fast.locate.lga import LGAConfig, lga_inner_products  # noqa: E402
 from golden_fast.models import get_adapter, load_model  # noqa: E402
 from golden_fast.tokens import target_span  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json"
+DATA = (data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"  # $GOLDEN_FAST_DATA
 # SmolLM2-135M's architecture, for --random-weights (the device machine has no model cache or network)
 SMOLLM2 = dict(
     vocab_size=49152,
@@ -138,8 +139,8 @@ def _model(args):
     cfg = LlamaConfig(**SMOLLM2)
     cfg._name_or_path = "smollm2-135m-random"
     model = AutoModelForCausalLM.from_config(cfg).float().to(args.device).eval()
-    if args.tokenizer:  # the real tokenizer's files (carried to a machine without the model cache)
-        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    if args.tok:  # the real tokenizer's files (carried to a machine without the model cache)
+        tok = AutoTokenizer.from_pretrained(args.tok)
         tok.padding_side = "left"
     else:  # a tiny one: ids stay below the vocabulary size; sequences are longer than the real ones
         tok = build_tiny("tiny-llama")[1]

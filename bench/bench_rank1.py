@@ -10,7 +10,7 @@ Three ways to get W_l += sum_j u_lj v_ljᵀ for n edits on every weight of a set
 Shapes: SmolLM2-135M's 30 down-projections (576 x 1536) and one Gemma-3-12B down-projection
 (3840 x 15360), random weights; n = 1, 100, 1,000, 10,000; float32 and bfloat16 weights.
 
-Method, per STYLE B6:
+Method:
 - correctness first: on a small case, batched must equal the float64 truth rounded once (dyadic
   inputs) and per-layer rank1_apply bit for bit, else nothing is timed;
 - every (shape, dtype, n, method) runs in a FRESH CHILD PROCESS that builds its inputs, then times

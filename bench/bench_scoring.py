@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import _common  # noqa: E402
 import torch  # noqa: E402
 
 from golden_fast.data import load  # noqa: E402
+from golden_fast.data.location import data_dir
 from golden_fast.evaluate import SUITES, evaluate  # noqa: E402
 from golden_fast.evaluate.scoring import SpanTable, score_spans  # noqa: E402
 from golden_fast.models import load_model  # noqa: E402
@@ -45,7 +45,7 @@ SUITES_BOTH = ("knowedit", "counterfact")
 
 
 def default_data() -> Path:
-    root = Path(os.environ.get("GOLDEN_FAST_DATA", _common.ROOT.parent / "shared" / "data"))
+    root = (data_dir() or _common.ROOT / "data")
     return root / "counterfact" / "counterfact-edit.json"
 
 

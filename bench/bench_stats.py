@@ -1,4 +1,5 @@
-"""Benchmark of the second-moment pass (golden_fast.stats, SPEC §2) against the anchors' route.
+"""Benchmark of the second-moment pass (golden_fast.stats; FORMULAS.md, section Second-moment
+statistics C_l) against the anchors' route.
 
 golden-fast: every requested layer in ONE forward pass that stops after the deepest requested
 layer, keys folded into per-layer sums during the pass (mom2_update, upper triangle only).
@@ -12,7 +13,7 @@ After timing, all layers of both routes are compared again.
 
 The corpus is the offline fallback (texts sampled from the model, cached after the first run)
 unless --corpus names a file or directory. The one-pass route is timed with the automatic mom2
-backend (cpp on the CPU) and with the torch reference, alternately, its runs spread evenly among
+backend (panels on the CPU) and with the torch reference, alternately, its runs spread evenly among
 the full passes of the per-layer route: on a shared machine the load drifts over the minutes the
 per-layer route takes. The per-layer route's p20/p50/p80 are over layers.
 
@@ -105,7 +106,7 @@ def main() -> int:
     print(f"check: layers {check_layers} on {small.n_samples} texts agree (max rel err {err:.1e})")
 
     # 2 + 3. Timing. The machine's load drifts over the minutes the anchors' route takes, so the
-    # one-pass runs (automatic mom2 backend, cpp on the CPU, and the torch reference, alternated)
+    # one-pass runs (automatic mom2 backend, panels on the CPU, and the torch reference, alternated)
     # are spread evenly among the full passes instead of all being run first.
     op = get_op("mom2_update")
     auto = op.choose("cpu")

@@ -3,7 +3,7 @@
 Only `pytest bench` loads this file (pyproject's testpaths is tests/). Each hot path is one
 benchmark group: its baseline and its candidates, timed in the same run, one test each. A suite
 checks that its candidates compute the same result in a module-scoped fixture before any of them is
-timed (STYLE B6: never time a wrong kernel); speed itself is never asserted.
+timed (never time a wrong kernel); speed itself is never asserted.
 
 `measure(benchmark, fn, role=...)` times `fn` and records in `extra_info` the role ("baseline" or
 "candidate"), the load average at the end and, for a candidate, its speedup over the group's

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,20 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import peak_rss_bytes, reset_peak_rss, rss_bytes  # noqa: E402
 
 from golden_fast.data import builtin_facts, load
+from golden_fast.data.location import data_dir
 from golden_fast.edit import Editor
 from golden_fast.edit.config import preset
 from golden_fast.edit.journal import EditJournal, apply_journal
 from golden_fast.edit.moments import Moments
 from golden_fast.evaluate import EvalReport, evaluate
+from golden_fast.fileio import atomic_write_json
 from golden_fast.models import get_adapter, load_model
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json"
+DATA = (data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"  # $GOLDEN_FAST_DATA
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
+    atomic_write_json(path, obj, indent=1, default=float)
 
 
 def _summary(report: EvalReport) -> dict:

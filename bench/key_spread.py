@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 
 from golden_fast.data import load
+from golden_fast.data.location import data_dir
 from golden_fast.edit.config import preset
 from golden_fast.edit.context import context_templates
 from golden_fast.edit.keys import keys_at_subject
 from golden_fast.edit.moments import Moments
 from golden_fast.models import load_model
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json"
+DATA = (data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"  # $GOLDEN_FAST_DATA
 
 
 def main() -> int:

@@ -38,16 +38,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import provenance  # noqa: E402
 
+from golden_fast.data.location import data_dir  # noqa: E402
 from golden_fast.experiment import ExperimentConfig  # noqa: E402
 from golden_fast.experiment.facts import load_facts  # noqa: E402
 from golden_fast.experiment.locating import chosen_layers, judge, run_brute, run_cma, run_lga  # noqa: E402
-from golden_fast.experiment.store import write_json  # noqa: E402
+from golden_fast.fileio import write_json  # noqa: E402
 from golden_fast.locate import LayerScores  # noqa: E402
 from golden_fast.locate.brute_force import brute_force  # noqa: E402
 from golden_fast.locate.causal_trace import CMAConfig  # noqa: E402
 from golden_fast.models import get_adapter, load_model  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json"
+DATA = (data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"  # $GOLDEN_FAST_DATA
 PARTS = ("lga", "cma", "brute-proxy", "brute-test", "test-eval", "report")
 
 

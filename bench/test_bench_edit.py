@@ -1,7 +1,8 @@
-"""The v* optimisation (golden_fast/edit/values.py, SPEC §3) with prefix reuse (tokens before the
-subject run once into a KV cache; each step runs only the suffix tokens through the layers from the
-edited one up) against `prefix_reuse=False`, which recomputes every token of every layer at every
-step as the anchors do. Same request, templates and hyper-parameters, same run.
+"""The v* optimisation (golden_fast/edit/values.py; FORMULAS.md, section Targets v* and z) with
+prefix reuse (tokens before the subject run once into a KV cache; each step runs only the suffix
+tokens through the layers from the edited one up) against `prefix_reuse=False`, which recomputes
+every token of every layer at every step as the anchors do. Same request, templates and
+hyper-parameters, same run.
 
 The real SmolLM2-135M with its R-ROME preset (layer 6, the 21 cached context templates, KL term on),
 one built-in request, 5 Adam steps with the early stop off (nll_stop = 0) so both routes run every

@@ -1,8 +1,9 @@
-"""The second-moment pass (golden_fast.stats, SPEC §2): every requested layer in ONE forward pass that
-stops after the deepest one, against the anchors' route (ROME's layer_stats, MEMIT, EasyEdit): one
-full forward pass per layer, logits included (`per_layer_second_moments`). Same model, texts and
-batches for both, so the ratio is the single pass's gain alone. The one pass is timed with the
-automatic mom2 backend (cpp on the CPU) and with the torch reference.
+"""The second-moment pass (golden_fast.stats; FORMULAS.md, section Second-moment statistics C_l):
+every requested layer in ONE forward pass that stops after the deepest one, against the anchors'
+route (ROME's layer_stats, MEMIT, EasyEdit): one full forward pass per layer, logits included
+(`per_layer_second_moments`). Same model, texts and batches for both, so the ratio is the single
+pass's gain alone. The one pass is timed with the automatic mom2 backend (panels on the CPU) and
+with the torch reference.
 
 The real SmolLM2-135M (float32; the statistics need the real activations only for realism, the costs
 are the architecture's), a small corpus written from golden-fast's built-in facts (offline,

@@ -19,14 +19,15 @@ import time
 from pathlib import Path
 
 from golden_fast.data import builtin_facts, load
+from golden_fast.data.location import data_dir
 from golden_fast.edit import Editor
-from golden_fast.edit import memit as memit_module
 from golden_fast.edit.config import preset
+from golden_fast.edit.methods import memit as memit_module
 from golden_fast.edit.target_cache import TARGET_FIELDS
 from golden_fast.evaluate import EvalReport, evaluate
 from golden_fast.models import load_model
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "counterfact" / "counterfact-edit.json"
+DATA = (data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"  # $GOLDEN_FAST_DATA
 
 
 def _cached_targets(real):

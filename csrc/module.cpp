@@ -1,7 +1,8 @@
 // The Python module golden_fast._C. It holds no functions: importing it runs the static
 // TORCH_LIBRARY_FRAGMENT / TORCH_LIBRARY_IMPL registrations of every csrc/<op>.cpp, after which the
 // ops are torch.ops.golden_fast.<op>. The constants below tell golden_fast.native how it was built
-// and which CPU kernels run, so nothing has to probe a GPU to find out (STYLE B4). Op files must not
+// and which CPU kernels run, so nothing has to probe a GPU to find out (importing golden_fast must
+// never touch a GPU). Op files must not
 // define PyInit__C.
 
 #include <Python.h>

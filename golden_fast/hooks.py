@@ -179,16 +179,16 @@ def layers_from(adapter: ModelAdapter, layer: int) -> Iterator[nn.Module]:
     pe = adapter.position_embeddings()
     handle = pe.register_forward_hook(lambda m, a, out: torch.zeros_like(out)) if pe is not None else None
     # bodies with per-layer attention types index config.layer_types by loop position
-    cfg = getattr(adapter.model, "config", None)
-    types = getattr(cfg, "layer_types", None)
+    model_config = getattr(adapter.model, "config", None)
+    types = getattr(model_config, "layer_types", None)
     setattr(parent, attr, nn.ModuleList(list(full)[layer:]))
     if isinstance(types, list):
-        cfg.layer_types = types[layer:]
+        model_config.layer_types = types[layer:]
     try:
         yield adapter.body()
     finally:
         setattr(parent, attr, full)
         if isinstance(types, list):
-            cfg.layer_types = types
+            model_config.layer_types = types
         if handle is not None:
             handle.remove()

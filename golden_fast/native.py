@@ -5,8 +5,8 @@ Importing `_C` runs the static registrations of every `csrc/<op>.cpp`, after whi
 a pure-python install, or built against another torch and failing to load) golden-fast still works:
 the dispatcher in `golden_fast.ops` falls back to the torch reference and says why, and this module
 warns once. Nothing here probes a GPU: `HAS_CUDA` says whether CUDA kernels were *compiled in*, read
-from a constant of the module, never from `torch.cuda` (STYLE B4, unlike flash-attn's import-time
-`get_device_capability`).
+from a constant of the module, never from `torch.cuda` (importing golden-fast must never touch a
+GPU; unlike flash-attn's import-time `get_device_capability`).
 """
 
 from __future__ import annotations

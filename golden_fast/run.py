@@ -21,12 +21,14 @@ from typing import Any
 from golden_fast.data import builtin_facts, load, split
 from golden_fast.edit import Editor
 from golden_fast.edit.config import preset
+from golden_fast.edit.editor import SharedOverrides
 from golden_fast.edit.moments import Moments
 from golden_fast.evaluate import EvalReport, evaluate
+from golden_fast.evaluate.report import HEADLINE_METRICS
 from golden_fast.models import DEFAULT_MODEL, get_adapter, load_model
 
 # metrics shown in the printed table, in order (others stay in the JSON)
-SHOWN = ("rewrite_acc", "rephrase_acc", "locality", "portability", "efficacy", "paraphrase", "neighborhood", "score")
+SHOWN = HEADLINE_METRICS
 
 
 @dataclasses.dataclass
@@ -115,11 +117,11 @@ def run_main(settings: RunSettings | None = None) -> dict[str, Any]:
         print(f"layer {layer} given (LGA skipped)", flush=True)
 
     # 2. statistics (cached: computed once per model and sample count)
-    hp0 = preset("r-rome", s.model)
+    hparams0 = preset("r-rome", s.model)
     if s.mom2_n_samples:
-        hp0 = dataclasses.replace(hp0, mom2_n_samples=s.mom2_n_samples)
+        hparams0 = dataclasses.replace(hparams0, mom2_n_samples=s.mom2_n_samples)
     t0 = time.perf_counter()
-    moments = Moments.from_stats(model, tok, dataclasses.replace(hp0, layers=(layer,)))
+    moments = Moments.from_stats(model, tok, dataclasses.replace(hparams0, layers=(layer,)))
     moments.C(layer, get_adapter(model).down_weight(layer).shape[1])  # computed (or read) now, timed here
     timings["statistics"] = time.perf_counter() - t0
 
@@ -130,10 +132,10 @@ def run_main(settings: RunSettings | None = None) -> dict[str, Any]:
     reports: dict[str, EvalReport] = {"pre-edit": pre}
     edit_info: dict[str, Any] = {}
     for method in s.methods:
-        hp = {"mom2_n_samples": hp0.mom2_n_samples}
+        overrides = SharedOverrides(mom2_n_samples=hparams0.mom2_n_samples)
         t0 = time.perf_counter()
-        ed = Editor(model, tok, method, layers=[layer], hparams=hp, stats=moments, progress=s.progress)
-        if method in ("rome", "r-rome"):
+        ed = Editor(model, tok, method, layers=[layer], hparams=overrides, stats=moments, progress=s.progress)
+        if ed.spec.single:
             per = ed.edit_each(test, lambda i, r, res: evaluate(model, tok, [r], pre=pre, suites=pre.suites,
                                                                   model_name=s.model))
             post = EvalReport.concat(per, pre=pre)

@@ -40,19 +40,19 @@ def fill(prompt: str, subject: str) -> tuple[str, int]:
     return prompt, start
 
 
-def _encode(tokenizer, text: str, add_special_tokens: bool = True) -> tuple[list[int], list | None]:
+def _encode(tok, text: str, add_special_tokens: bool = True) -> tuple[list[int], list | None]:
     try:
-        enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+        enc = tok(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
         return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
     except (NotImplementedError, TypeError, ValueError):  # slow tokenizers have no offsets
-        enc = tokenizer(text, add_special_tokens=add_special_tokens)
+        enc = tok(text, add_special_tokens=add_special_tokens)
         return list(enc["input_ids"]), None
 
 
-def _n_special_prefix(tokenizer, add_special_tokens: bool) -> int:
+def _n_special_prefix(tok, add_special_tokens: bool) -> int:
     if not add_special_tokens:
         return 0
-    ids = tokenizer("", add_special_tokens=True)["input_ids"]
+    ids = tok("", add_special_tokens=True)["input_ids"]
     return len(ids)
 
 
@@ -68,7 +68,7 @@ def _last_token_covering(offsets: list, special_mask: list[bool], end_char: int,
 
 
 def subject_last_token(
-    tokenizer, prompt: str, subject: str, add_special_tokens: bool = True
+    tok, prompt: str, subject: str, add_special_tokens: bool = True
 ) -> tuple[list[int], int]:
     """(input_ids of the filled prompt, index of the subject's last token in them).
 
@@ -76,20 +76,20 @@ def subject_last_token(
     """
     text, start = fill(prompt, subject)
     end = start + len(subject)
-    ids, offsets = _encode(tokenizer, text, add_special_tokens)
+    ids, offsets = _encode(tok, text, add_special_tokens)
     if offsets is not None:
-        special = _special_mask(tokenizer, ids)
+        special = _special_mask(tok, ids)
         idx = _last_token_covering(offsets, special, end, start)
         if idx is None:
             raise SubjectNotFoundError(f"no token of {text!r} covers the subject {subject!r}")
         return ids, idx
     # Fallback without offsets (ROME's way): count the tokens of the text up to the subject's end.
-    upto = tokenizer(text[:end], add_special_tokens=add_special_tokens)["input_ids"]
+    upto = tok(text[:end], add_special_tokens=add_special_tokens)["input_ids"]
     return ids, len(upto) - 1
 
 
-def _special_mask(tokenizer, ids: Sequence[int]) -> list[bool]:
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+def _special_mask(tok, ids: Sequence[int]) -> list[bool]:
+    special = set(getattr(tok, "all_special_ids", []) or [])
     return [i in special for i in ids]
 
 
@@ -110,10 +110,11 @@ class TargetSpan:
         return self.ids[self.start : self.end]
 
 
-def target_span(tokenizer, prompt_text: str, target: str, add_special_tokens: bool = True) -> TargetSpan:
+def target_span(tok, prompt_text: str, target: str, add_special_tokens: bool = True) -> TargetSpan:
     """Tokenise `prompt_text + " " + target` jointly and find the target's tokens.
 
-    The leading space belongs to the target (SPEC §1). A token that straddles the border
+    The leading space belongs to the target (the project's scoring convention, FORMULAS.md,
+    section "Notation"). A token that straddles the border
     is counted as the target's (it is predicted after the prompt's last full token).
     """
     target = target.strip()
@@ -121,9 +122,9 @@ def target_span(tokenizer, prompt_text: str, target: str, add_special_tokens: bo
         raise ValueError("empty target")
     text = prompt_text + " " + target
     border = len(prompt_text)  # the space is the target's first character
-    ids, offsets = _encode(tokenizer, text, add_special_tokens)
+    ids, offsets = _encode(tok, text, add_special_tokens)
     if offsets is not None:
-        special = _special_mask(tokenizer, ids)
+        special = _special_mask(tok, ids)
         first = None
         for i, (a, b) in enumerate(offsets):
             if special[i]:
@@ -142,8 +143,8 @@ def target_span(tokenizer, prompt_text: str, target: str, add_special_tokens: bo
         if first == 0:
             raise ValueError(f"prompt {prompt_text!r} has no tokens before the target")
         return TargetSpan(ids, first, last)
-    n_prompt = len(tokenizer(prompt_text, add_special_tokens=add_special_tokens)["input_ids"])
-    if ids[: n_prompt] != tokenizer(prompt_text, add_special_tokens=add_special_tokens)["input_ids"]:
+    n_prompt = len(tok(prompt_text, add_special_tokens=add_special_tokens)["input_ids"])
+    if ids[: n_prompt] != tok(prompt_text, add_special_tokens=add_special_tokens)["input_ids"]:
         n_prompt -= 1  # the border token merged: count it as the target's
     return TargetSpan(ids, n_prompt, len(ids))
 
@@ -181,14 +182,14 @@ class Batch:
         }
 
 
-def pad_id(tokenizer) -> int:
-    for cand in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+def pad_id(tok) -> int:
+    for cand in (tok.pad_token_id, tok.eos_token_id, 0):
         if cand is not None:
             return int(cand)
     return 0
 
 
-def encode_batch(tokenizer, sequences: Sequence[Sequence[int]]) -> Batch:
+def encode_batch(tok, sequences: Sequence[Sequence[int]]) -> Batch:
     """Left-pad already-tokenised sequences into a Batch with correct position ids."""
     if len(sequences) == 0:
         raise ValueError("empty batch")
@@ -196,7 +197,7 @@ def encode_batch(tokenizer, sequences: Sequence[Sequence[int]]) -> Batch:
     if min(lengths) == 0:
         raise ValueError("a sequence in the batch is empty")
     T = max(lengths)
-    ids = torch.full((len(sequences), T), pad_id(tokenizer), dtype=torch.long)
+    ids = torch.full((len(sequences), T), pad_id(tok), dtype=torch.long)
     mask = torch.zeros((len(sequences), T), dtype=torch.long)
     for b, s in enumerate(sequences):
         ids[b, T - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
@@ -205,6 +206,6 @@ def encode_batch(tokenizer, sequences: Sequence[Sequence[int]]) -> Batch:
     return Batch(ids, mask, pos, lengths)
 
 
-def encode_texts(tokenizer, texts: Sequence[str], add_special_tokens: bool = True) -> Batch:
-    seqs = [tokenizer(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
-    return encode_batch(tokenizer, seqs)
+def encode_texts(tok, texts: Sequence[str], add_special_tokens: bool = True) -> Batch:
+    seqs = [tok(t, add_special_tokens=add_special_tokens)["input_ids"] for t in texts]
+    return encode_batch(tok, seqs)

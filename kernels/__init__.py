@@ -1,4 +1,5 @@
-"""Triton kernels of golden-fast, installed as `golden_fast.kernels` (STYLE B1).
+"""Triton kernels of golden-fast, installed as `golden_fast.kernels` (the top-level name `kernels`
+belongs to Hugging Face's kernel hub on PyPI; setup.py maps this folder to `golden_fast.kernels`).
 
 `kernels/<stem>.py` holds the Triton kernel and launcher of the op declared in
 `golden_fast/ops/<stem>.py`, registered with `@<op>.impl("triton", devices=("cuda",),
@@ -7,7 +8,7 @@ must stay cheap to import: no triton import and no GPU probe at this level. A `k
 that fails to import (triton missing) turns into the reason shown by `golden_fast.ops.report()`.
 
 On a machine without a GPU, Triton kernels can still be tested under `TRITON_INTERPRET=1` on small
-shapes (STYLE B4); skip bf16 `tl.dot` there.
+shapes; skip bf16 `tl.dot` there (the interpreter computes it wrongly).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def interpreting() -> bool:
 def triton_devices() -> tuple[str, ...]:
     """Device types of the Triton backends: CUDA, plus the CPU when the interpreter runs them.
 
-    On the CPU the automatic order (cpp > torch) never picks "triton"; only an explicit request does,
+    On the CPU the automatic order (cpp > panels > torch) never picks "triton"; only an explicit request does,
     which is how tests/ops run every op test against the interpreted kernels.
     """
     return ("cuda", "cpu") if interpreting() else ("cuda",)

@@ -1,4 +1,4 @@
-"""Triton backend of grad_inner (contract: golden_fast/ops/grad_inner.py; SPEC §4, LGA).
+"""Triton backend of grad_inner (contract: golden_fast/ops/grad_inner.py; golden_fast/FORMULAS.md, "LGA").
 
     out[l, b] = sum_{t, s} (g1[l, b, t] . g2[l, b, s]) * (k1[l, b, t] . k2[l, b, s])
 
@@ -14,11 +14,12 @@ Numerics: float32 everywhere (input_precision="ieee" for float32 operands, never
 16-bit operands of the same dtype (g1 with g2, or k1 with k2) is multiplied on the tensor cores with
 float32 accumulation, which equals widening first up to summation order, since the product of two
 16-bit values is exact in float32; mixed pairs are widened. Under the interpreter bf16 is widened
-(its bf16 dot is wrong, STYLE B4). Zero (padding) rows contribute exactly zero, as in the reference.
+(the interpreter's bf16 dot gives wrong results). Zero (padding) rows contribute exactly zero, as in
+the reference.
 
-Measured on an H200 (triton 3.6; 30 layers, 8 samples, 48 tokens, m = 1536, d = 576): bf16 inputs
-0.053 ms against the reference's 0.30 ms; float32 inputs 0.37 ms against 0.15 ms (float32 operands
-run on the CUDA cores without TF32, where cuBLAS's float32 GEMMs are faster).
+Why: no Gram matrix in memory, and 16-bit inputs on the tensor cores. float32 operands run on the
+CUDA cores without TF32, where cuBLAS's float32 GEMMs (the reference) can be faster. Measurements:
+bench/README.md, "Op-level measurements quoted from the ops' design notes".
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def _gram_tile(
     """(BLOCK_T, BLOCK_S) tile of a @ bᵀ over a width of W, float32.
 
     Each BLOCK_W chunk is one tl.dot, added into the tile with Kahan compensation: one dot chain over
-    all of W (m = 1536) on the tensor cores, whose float32 accumulation truncates, erred 5x more than
-    the float32 reference on an H200.
+    all of W on the tensor cores, whose float32 accumulation truncates, erred several times more than
+    the float32 reference (figure: bench/README.md, "Op-level measurements quoted from the ops'
+    design notes").
     """
     acc = tl.zeros((BLOCK_T, BLOCK_S), tl.float32)
     comp = tl.zeros((BLOCK_T, BLOCK_S), tl.float32)

@@ -15,7 +15,7 @@ Numerics, per the contract:
   10 mantissa bits). float16/bfloat16 keys are multiplied in their own dtype on the tensor cores
   with float32 accumulation: a product of two 16-bit values is exact in float32, so this is the
   widened computation with a different summation order. The interpreter's bf16 dot is wrong
-  (STYLE B4), so there bf16 keys are widened to float32 first.
+  (TRITON_INTERPRET=1 on a CPU), so there bf16 keys are widened to float32 first.
 - Each BLOCK_T chunk of rows is summed by one tl.dot and added into the tile with Kahan
   compensation: the error then grows with the chunk, not with T (see the kernel).
 - float64 acc: keys widened to float64 and the products summed by broadcasting in float64 (no
@@ -90,8 +90,9 @@ def _mom2_update_kernel(
         if USE_DOT:
             # (BLOCK_M, BLOCK_T) @ (BLOCK_T, BLOCK_M) in float32 ("ieee": never TF32), then a Kahan-
             # compensated add into c. Plain `c = dot(a, b, c)` sums all T products in one sequential
-            # chain: on an H200 that was 4.7x further from the float64 truth than cuBLAS at T = 2000,
-            # and tensor-core accumulation (truncating) worse still; chunk sums + Kahan beat both.
+            # chain, measured several times further from the float64 truth than cuBLAS (figure:
+            # bench/README.md, "Op-level measurements quoted from the ops' design notes"), and
+            # tensor-core accumulation (truncating) worse still; chunk sums + Kahan beat both.
             part = tl.dot(tl.trans(a.to(DOT_DTYPE)), b.to(DOT_DTYPE), input_precision="ieee")
             y = part - comp
             t = c + y

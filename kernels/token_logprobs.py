@@ -15,7 +15,7 @@ vocabulary keeps every SM busy when N, the number of scored positions, is small.
 Numerics: logits in float32 as the contract demands. float32 inputs use input_precision="ieee" (no
 TF32); float16/bfloat16 inputs of one dtype are multiplied on the tensor cores with float32
 accumulation, which equals widening first (a product of two 16-bit values is exact in float32) up to
-summation order; under the interpreter bf16 is widened first (its bf16 dot is wrong, STYLE B4).
+summation order; under the interpreter bf16 is widened first (its bf16 dot gives wrong results).
 softcap uses a portable tanh (Cephes' tanhf: an odd polynomial below |x| = 0.625, 1 - 2/(e^2x + 1)
 above; about 2 ulp), because libdevice's tanh does not exist in the interpreter. The target logit
 and the argmax come from the same tile, so a target that is the argmax has logprob exactly

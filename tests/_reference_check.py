@@ -1,4 +1,5 @@
-"""Comparisons against the reference (STYLE B5): flash-attn's tolerance rule, and exact ulp counts.
+"""Comparisons against the reference (every op test checks its backends against it): flash-attn's
+tolerance rule, and exact ulp counts.
 
 assert_close_to_reference(out, truth, baseline)
     max|out - truth| <= 2 * max|baseline - truth| + atol: a backend may be at most twice as far from

@@ -1,4 +1,4 @@
-"""Absolute tolerances per dtype for assert_close_to_reference (STYLE B5: changes need asking).
+"""Absolute tolerances per dtype for assert_close_to_reference (the one table of them: changes need asking).
 
 The rule is flash-attn's, max|out - truth| <= 2 * max|baseline - truth| + atol, so the main term is
 relative to how far the same-dtype torch reference lands from the float64 truth; atol only covers

@@ -41,8 +41,9 @@ namespace {
 constexpr int64_t kDirectMaxN = 16;
 // Beyond this many terms the update is a real GEMM: cuBLAS computes the float32 sums of a bounded
 // block of rows and a fused kernel adds them into the weight (as the CPU kernel does with its tiles).
-// Below it, the SIMT tile kernel with the add as its epilogue reads the weight once. Measured on an
-// H200: the SIMT kernel reached 0.35-0.8x of cuBLAS at n >= 1000, and 1.4-2.9x the reference at n <= 100.
+// Below it, the SIMT tile kernel with the add as its epilogue reads the weight once. Measured: the
+// SIMT kernel beats the reference at small n but falls behind cuBLAS at large n (figures:
+// bench/README.md, "Op-level measurements quoted from the ops' design notes").
 constexpr int64_t kBlasMinN = 256;
 // float32 sums held at a time by the cuBLAS path (64 MiB): bounded, whatever the weight.
 constexpr int64_t kBlasTileElems = int64_t{16} << 20;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand modules, in the order `--help` lists them
@@ -15,12 +16,46 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
+# Torch's default of one OpenMP thread per core stalls at every barrier once another job holds a core:
+# the same command can run ten times slower on a shared machine or a busy laptop. Every long command
+# takes --threads; $GOLDEN_FAST_THREADS is the default for all of them.
+THREADS_ENV = "GOLDEN_FAST_THREADS"
+THREADS_HELP = (
+    f"torch CPU threads (default: ${THREADS_ENV}, else torch's one per core). When another job holds a "
+    "core, torch's default waits at its barriers and runs up to 10x slower: use --threads 1 there"
+)
+
+
 class CLIError(Exception):
     """An error meant for the user: printed as one line, exit code `code`."""
 
     def __init__(self, message: str, code: int = EXIT_FAILURE):
         super().__init__(message)
         self.code = code
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    """The --threads option of a long-running command (applied by `main` before the command runs)."""
+    p.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+
+
+def apply_threads(threads: int | None) -> int | None:
+    """Set torch's CPU thread count from --threads, else from $GOLDEN_FAST_THREADS; the count set, or None."""
+    source = "--threads"
+    if threads is None and os.environ.get(THREADS_ENV, "").strip():
+        source, text = f"${THREADS_ENV}", os.environ[THREADS_ENV].strip()
+        try:
+            threads = int(text)
+        except ValueError:
+            raise CLIError(f"{source} must be a positive integer, got {text!r}", code=EXIT_USAGE) from None
+    if threads is None:
+        return None
+    if threads < 1:
+        raise CLIError(f"{source} must be >= 1, got {threads}", code=EXIT_USAGE)
+    import torch
+
+    torch.set_num_threads(threads)
+    return threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "threads"):
+            apply_threads(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("golden-fast: interrupted", file=sys.stderr)

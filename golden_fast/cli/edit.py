@@ -18,18 +18,18 @@ import json
 import time
 from pathlib import Path
 
-from golden_fast.cli import CLIError
-
-_METHODS = ("rome", "r-rome", "memit", "emmet")
+from golden_fast.cli import CLIError, add_threads_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "edit", help="edit facts (ROME, R-ROME, MEMIT, EMMET) and save the edit journal",
+        "edit", help="edit facts with any registered editor (ROME, R-ROME, MEMIT, EMMET, ...) and save the journal",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="zoo name, tiny-* name, local folder or Hugging Face id")
-    p.add_argument("--method", default=None, choices=_METHODS,
+    from golden_fast.edit.registry import editor_names
+
+    p.add_argument("--method", default=None, choices=editor_names(),
                    help="editing method (default: the --hparams file's, else r-rome)")
     p.add_argument("--layers", default=None, type=_parse_layers,
                    help="layer(s) to edit: 6, 3,4,5 or 3-8 (default: the method's preset for the model)")
@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="evaluate before and after the edit (golden_fast.evaluate) and print both")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="end with one JSON line summarising the run")
+    add_threads_argument(p)
     p.set_defaults(func=_run)
 
 

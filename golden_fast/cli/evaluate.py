@@ -1,6 +1,7 @@
-"""`golden-fast evaluate`: score a model on edit requests (both suites of SPEC §5) and print the report.
+"""`golden-fast evaluate`: score a model on edit requests (the knowedit and counterfact suites,
+golden_fast/FORMULAS.md, section "Evaluation metrics") and print the report.
 
-    golden-fast evaluate --model smollm2-135m --data ../shared/data/counterfact/counterfact-edit.json \\
+    golden-fast evaluate --model smollm2-135m --data counterfact-edit.json \\
         --limit 200 --suites knowedit counterfact --json pre.json
 
 Without --pre the model is taken as the pre-edit reference (locality is absent; the saved
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from golden_fast.cli import CLIError
+from golden_fast.cli import CLIError, add_threads_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="fluency sampling and bootstrap seed")
     p.add_argument("--json", default=None, metavar="PATH", help="write the full report as JSON")
     p.add_argument("--csv", default=None, metavar="PATH", help="write the per-request rows as CSV")
+    add_threads_argument(p)
     p.set_defaults(func=_run)
 
 

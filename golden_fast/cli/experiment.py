@@ -1,9 +1,12 @@
 """`golden-fast experiment`: the paper's study at this machine's scale, resumable, with a report.
 
-    golden-fast experiment --model smollm2-135m --data ../shared/data/counterfact/counterfact-edit.json \\
+    golden-fast experiment --model smollm2-135m --data counterfact-edit.json \\
         --quick --out runs/exp-quick
-    golden-fast experiment --model gemma3-270m --data ../shared/data/zsre/zsre_mend_train-1k.json \\
+    golden-fast experiment --model gemma3-270m --data zsre_mend_train-1k.json \\
         --skip-invalid --out runs/exp-gemma
+
+(--data: a local copy of a benchmark file such as CounterFact or zsRE; `--data builtin` uses the
+small fact set shipped with the package.)
 
 Parts, in order (--parts picks some; a rerun with the same --out skips finished work and resumes
 brute force pair by pair, single edits fact by fact and the sequential curve at its last checkpoint):
@@ -26,7 +29,7 @@ import argparse
 import dataclasses
 import json
 
-from golden_fast.cli import CLIError
+from golden_fast.cli import CLIError, add_threads_argument
 
 
 def _ints(text: str) -> list[int]:
@@ -112,8 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the valid records of a file with malformed ones (the count skipped is reported)")
     for flag, (typ, text) in _OPTIONS.items():
         p.add_argument(flag, type=typ, default=None, help=text)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; 1 is often fastest on a busy machine)")
+    add_threads_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -136,14 +138,8 @@ def config_from(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     from golden_fast.experiment import run_experiment
 
-    cfg = config_from(args)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise CLIError(f"--threads must be >= 1, got {args.threads}", code=2)
-        import torch
-
-        torch.set_num_threads(args.threads)
-    res = run_experiment(cfg)
+    config = config_from(args)
+    res = run_experiment(config)
     if res["report"]:
         md = (res["report"][: -len(".html")] + ".md") if res["report"].endswith(".html") else None
         if md:
@@ -153,5 +149,5 @@ def _run(args: argparse.Namespace) -> int:
             body = text.split("## Metric conventions")[0]
             print("\n" + "\n".join(line for line in body.splitlines() if not line.startswith("![")).rstrip())
         print(f"\nreport: {res['report']}")
-    print(json.dumps({"experiment": dataclasses.asdict(cfg)["model"], "out": res["out"], "parts": res["parts"]}))
+    print(json.dumps({"experiment": dataclasses.asdict(config)["model"], "out": res["out"], "parts": res["parts"]}))
     return 0

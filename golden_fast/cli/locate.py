@@ -1,10 +1,13 @@
 """`golden-fast locate`: score every layer on proxy requests and choose the one to edit.
 
-    golden-fast locate --model smollm2-135m --data ../shared/data/counterfact/counterfact-edit.json \\
+    golden-fast locate --model smollm2-135m --data counterfact-edit.json \\
         --method lga --n 50 --plot lga.png --json lga.json
-    golden-fast locate --model smollm2-135m --data ../shared/data/known_1000.json --method cma --n 20 \\
+    golden-fast locate --model smollm2-135m --data known_1000.json --method cma --n 20 \\
         --plot cma.png --heatmap trace.png
     golden-fast locate --model smollm2-135m --data cf.json --method brute --n 20 --out runs/brute --plot bf.png
+
+(--data: a local copy of a benchmark file, e.g. CounterFact or ROME's known_1000; `--data builtin`
+uses the small fact set shipped with the package.)
 
 LGA (Layer Gradient Analysis) takes one forward and one backward pass per batch for the old answers
 and one for the new; CMA (causal tracing) runs (layers + 1) x --samples noisy copies per request;
@@ -18,7 +21,7 @@ import argparse
 import json
 import time
 
-from golden_fast.cli import CLIError
+from golden_fast.cli import CLIError, add_threads_argument
 
 
 def _layers(text: str) -> list[int]:
@@ -37,6 +40,9 @@ def _k(text: str) -> float | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from golden_fast.edit.registry import editor_names
+    from golden_fast.locate.lga import LOSS_REDUCTIONS, LOSS_SPANS, OLD_ANSWERS, THETAS, VARIANTS
+
     p = sub.add_parser(
         "locate",
         help="choose the layer to edit: LGA, causal tracing (cma) or brute force",
@@ -58,20 +64,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"))
     p.add_argument("--device", default="cpu", help="device to load the model on (cpu, cuda, ...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_threads_argument(p)
     g = p.add_argument_group("LGA")
-    g.add_argument("--theta", default="down", choices=("down", "mlp", "block"), help="whose gradient (default down)")
+    g.add_argument("--theta", default="down", choices=THETAS, help="whose gradient (default down)")
     g.add_argument(
         "--variant",
         default="signed",
-        choices=("signed", "cosine", "new_norm"),
+        choices=VARIANTS,
         help="the score the layer is chosen on (default: signed, the paper's)",
     )
-    g.add_argument("--loss-span", default="answer", choices=("answer", "sequence"))
-    g.add_argument("--loss-reduction", default="mean", choices=("mean", "sum"))
+    g.add_argument("--loss-span", default="answer", choices=LOSS_SPANS)
+    g.add_argument("--loss-reduction", default="mean", choices=LOSS_REDUCTIONS)
     g.add_argument(
         "--old-answer",
         default="data",
-        choices=("data", "greedy", "auto"),
+        choices=OLD_ANSWERS,
         help="old answer: the record's ground truth (data), the model's greedy answer, or auto",
     )
     g.add_argument("--tukey-k", type=_k, default=1.0, help="Tukey fence factor (default 1; 'none': no filter)")
@@ -98,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also trace every (token, layer) cell of the first proxy request and draw it",
     )
     g = p.add_argument_group("brute force")
-    g.add_argument("--editor", default="r-rome", choices=("rome", "r-rome", "memit", "emmet"))
+    g.add_argument("--editor", default="r-rome", choices=editor_names())
     g.add_argument("--hparams", default=None, help="editor hyperparameter file (default: the preset)")
     g.add_argument("--identity-c", action="store_true", help="C = I (no second-moment statistics)")
     g.add_argument("--out", default=None, metavar="DIR", help="resumable results directory")

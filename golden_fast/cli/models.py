@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from golden_fast.cli import CLIError
+from golden_fast.cli import CLIError, add_threads_argument
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p_fetch = msub.add_parser("fetch", help="download and convert a zoo model into the cache")
     p_fetch.add_argument("name")
     p_fetch.add_argument("--force", action="store_true", help="convert again even if cached")
+    add_threads_argument(p_fetch)
     p_fetch.set_defaults(func=_fetch)
 
     p_info = msub.add_parser("info", help="layers, down-projection shapes and parameters of a model")

@@ -2,15 +2,21 @@
 EMMET (one batch) edit the other facts there, and a report (HTML, Markdown, JSON) is written.
 
     golden-fast run --model smollm2-135m
-    golden-fast run --model gemma3-270m --data ../shared/data/counterfact/counterfact-edit.json --n-edit 100
+    golden-fast run --model gemma3-270m --data counterfact-edit.json --n-edit 100
+
+(--data: a local copy of a benchmark file such as CounterFact; `--data builtin` uses the small
+fact set shipped with the package.)
 """
 
 from __future__ import annotations
 
 import argparse
 
+from golden_fast.cli import add_threads_argument
+
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    from golden_fast.locate.lga import VARIANTS
     from golden_fast.run import RunSettings
 
     d = RunSettings()
@@ -19,13 +25,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-proxy", type=int, default=d.n_proxy, help="facts LGA reads")
     p.add_argument("--n-edit", type=int, default=d.n_edit, help="facts edited and evaluated (0: all the rest)")
     p.add_argument("--layer", type=int, default=None, help="edit at this layer (skips LGA)")
-    p.add_argument("--lga-variant", default=d.lga_variant, choices=["signed", "cosine", "new_norm"])
+    p.add_argument("--lga-variant", default=d.lga_variant, choices=VARIANTS)
     p.add_argument("--methods", default=",".join(d.methods), help="comma-separated editors")
     p.add_argument("--mom2-n-samples", type=int, default=d.mom2_n_samples,
                    help="texts of the statistics corpus for C (0: the preset's)")
     p.add_argument("--out", default=None, help="report folder (default ./golden-fast-run-<model>)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-progress", action="store_true")
+    add_threads_argument(p)
 
 
 def settings_from(args: argparse.Namespace):

@@ -10,7 +10,7 @@ import argparse
 import json
 import time
 
-from golden_fast.cli import CLIError
+from golden_fast.cli import CLIError, add_threads_argument
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--condition", action="store_true", help="print each C's eigenvalue range and condition")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    add_threads_argument(p)
     p.set_defaults(func=_run)
 
 

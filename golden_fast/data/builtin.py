@@ -39,7 +39,9 @@ def builtin_records() -> list[dict[str, Any]]:
 
 
 def builtin_facts() -> list[EditRequest]:
-    """The built-in edits as validated `EditRequest`s (index = position in the set)."""
-    from golden_fast.data.loaders import from_records  # loaders imports this module lazily too
+    """The built-in edits as validated `EditRequest`s (index = position in the set).
 
-    return from_records(builtin_records(), "golden-fast")
+    The records are in golden-fast's own format, `EditRequest.to_dict`'s, read back by
+    `EditRequest.from_dict` (what `loaders.from_records(..., "golden-fast")` does too); this
+    module sits below loaders.py, which imports it to load the path "builtin"."""
+    return [EditRequest.from_dict(rec, index=i) for i, rec in enumerate(builtin_records())]

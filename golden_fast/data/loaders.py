@@ -1,4 +1,4 @@
-"""Read benchmark files into `EditRequest`s (SPEC §6), sample them, split them.
+"""Read benchmark files into `EditRequest`s, sample them, split them.
 
 Formats (`FORMATS`), detected from the records' keys unless `format=` is given:
 
@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from golden_fast.data.builtin import builtin_records
 from golden_fast.data.request import EditRequest, EditRequestError, Probe
 
 __all__ = [
@@ -468,8 +469,6 @@ def _read(path: str | Path, format: str | None) -> tuple[list[Any], str | None]:
         fmt = resolve_format(format)
         if fmt not in (None, "golden-fast"):
             raise ValueError(f"the built-in facts are in the golden-fast format, not {fmt!r}")
-        from golden_fast.data.builtin import builtin_records
-
         return builtin_records(), "golden-fast"
     return read_records(path), format
 
@@ -552,9 +551,9 @@ def sample(requests: Sequence[T], n: int, seed: int = 0) -> list[T]:
 def split(requests: Sequence[T], proxy_fraction: float, seed: int = 0) -> tuple[list[T], list[T]]:
     """``(proxy, test)``: a deterministic, disjoint partition covering every item.
 
-    The golden layer is searched on the proxy part and judged on the test part (SPEC
-    §4). round(proxy_fraction * n) items go to proxy, clamped so that neither part is
-    empty when n >= 2. Both keep the original order.
+    The golden layer is searched on the proxy part and judged on the test part (FORMULAS.md,
+    section "Brute force and the golden layer"). round(proxy_fraction * n) items go to proxy,
+    clamped so that neither part is empty when n >= 2. Both keep the original order.
     """
     if (
         not isinstance(proxy_fraction, (int, float))

@@ -1,4 +1,5 @@
-"""Edit requests: one fact to rewrite, plus the probes that judge the rewrite (SPEC §1).
+"""Edit requests: one fact to rewrite, plus the probes that judge the rewrite (FORMULAS.md,
+section "Notation").
 
 Every loader, editor, locator and metric speaks `EditRequest`, so all validation
 happens here, once, at construction: a request that exists is well formed. A bad one

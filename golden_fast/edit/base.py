@@ -1,31 +1,15 @@
-"""What every editor shares: the per-request trace, the error type, the apply callback,
-and `run_method`, the one entry point the Editor calls."""
+"""`run_method`, the one entry point the Editor calls: a method name to its registered editor.
+
+The types every method shares (ApplyFn, EditError, RequestTrace) live in
+`golden_fast.edit.common`; they are re-exported here for the callers that import them from here."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from typing import Any
+from golden_fast.edit.common import ApplyFn, EditError, RequestTrace
+from golden_fast.edit.config import preset
+from golden_fast.edit.registry import get_editor
 
-import torch
-
-# apply(layer, U (d, n), V (m, n)): W_layer += U @ V.T, taking effect immediately
-ApplyFn = Callable[[int, torch.Tensor, torch.Tensor], None]
-
-
-class EditError(RuntimeError):
-    """An edit could not be made; the message names the request."""
-
-
-@dataclasses.dataclass
-class RequestTrace:
-    index: int
-    loss_curve: list[float] = dataclasses.field(default_factory=list)
-    update_norm: float = 0.0
-    condition: float | None = None
-    warnings: list[str] = dataclasses.field(default_factory=list)
-    # vectors of the closed form (k*, v*, z, ...), kept for inspection and for the tests
-    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+__all__ = ["ApplyFn", "EditError", "RequestTrace", "default_hparams", "run_method"]
 
 
 def run_method(
@@ -37,25 +21,24 @@ def run_method(
     stats,
     apply: ApplyFn,
     progress: bool = True,
+    state: dict | None = None,
 ) -> list[RequestTrace]:
-    """Compute the updates of `requests` on the model's current weights and apply them.
+    """Compute the updates of `requests` on the model's current weights and apply them, with the
+    registered editor called `method` (`golden_fast.edit.registry`).
 
-    rome / r-rome: one rank-one update per request, all computed on the weights as they
-    are at the call (the caller makes it sequential by calling once per request).
-    memit / emmet: one batched update spread over hparams.layers.
+    Single editors (ROME, R-ROME): one rank-one update per request, all computed on the weights
+    as they are at the call (the caller makes it sequential by calling once per request).
+    Batch editors (MEMIT, EMMET, ...): one update solved for the whole batch.
+    Stateful editors (`EditorSpec.stateful`) read and update `state` in place of the dict.
     """
-    if method in ("rome", "r-rome"):
-        from .rome import rome_updates
-
-        return rome_updates(model, tok, requests, hparams, stats, apply, method=method, progress=progress)
-    if method in ("memit", "emmet"):
-        from .memit import mass_edit
-
-        return mass_edit(model, tok, requests, hparams, stats, apply, method=method, progress=progress)
-    raise ValueError(f"unknown method {method!r}; choose from rome, r-rome, memit, emmet")
+    spec = get_editor(method)
+    if spec.stateful:
+        if state is None:
+            raise ValueError(f"{spec.name} keeps state across calls: pass state= (a dict, {{}} to start)")
+        return spec.run(model, tok, requests, hparams, stats, apply, progress=progress, state=state)
+    return spec.run(model, tok, requests, hparams, stats, apply, progress=progress)
 
 
 def default_hparams(method: str, model_name: str | None = None):
-    from .config import preset
-
+    """The preset hyperparameters of `method` for `model_name` (the method's defaults without one)."""
     return preset(method, model_name)

@@ -46,7 +46,8 @@ class ROMEConfig:
     mom2_dtype: str = "float32"
     context_template_length_params: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
     # Ours: reuse the key/value cache of the tokens before the subject and run only layers
-    # >= l per step (SPEC §3). False recomputes every token of every layer (the anchors' way).
+    # >= l per step (golden_fast/edit/values.py). False recomputes every token of every layer
+    # (the anchors' way); both compute the same thing.
     prefix_reuse: bool = True
 
     method = "rome"
@@ -114,13 +115,6 @@ class EMMETConfig(MEMITConfig):
     method = "emmet"
 
 
-CONFIGS: dict[str, type[ROMEConfig]] = {
-    "rome": ROMEConfig,
-    "r-rome": RROMEConfig,
-    "memit": MEMITConfig,
-    "emmet": EMMETConfig,
-}
-
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
@@ -128,11 +122,13 @@ def _as_list(x) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def make_config(method: str, values: dict[str, Any] | None = None) -> ROMEConfig:
-    """Build the config of `method` from a dict; unknown keys are an error naming them."""
-    if method not in CONFIGS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(CONFIGS)}")
-    cls = CONFIGS[method]
+def make_config(method: str, values: dict[str, Any] | None = None) -> Any:
+    """Build the config of `method` (a registered editor) from a dict; unknown keys are an error
+    naming them."""
+    from golden_fast.edit.registry import get_editor
+
+    spec = get_editor(method)
+    method, cls = spec.name, spec.config
     values = dict(values or {})
     values.pop("method", None)
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -142,7 +138,7 @@ def make_config(method: str, values: dict[str, Any] | None = None) -> ROMEConfig
     return cls(**values)
 
 
-def load_hparams(path: str | Path, method: str | None = None) -> ROMEConfig:
+def load_hparams(path: str | Path, method: str | None = None) -> Any:
     """Read a YAML/JSON file: either one method's fields (with a "method" key or `method=`),
     or a preset file with one section per method."""
     path = Path(path)
@@ -163,8 +159,11 @@ def load_hparams(path: str | Path, method: str | None = None) -> ROMEConfig:
     return make_config(method, data)
 
 
-def preset(method: str, model_name: str | None) -> ROMEConfig:
+def preset(method: str, model_name: str | None) -> Any:
     """The preset for (method, model) from golden_fast/presets, else the method's defaults."""
+    from golden_fast.edit.registry import get_editor
+
+    method = get_editor(method).name
     if model_name:
         f = PRESET_DIR / f"{model_name}.yaml"
         if f.is_file():

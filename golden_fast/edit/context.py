@@ -4,11 +4,10 @@ each used as `prefix + ". " + prompt`. Sampled once per (model, settings) and ca
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 
 import torch
 
+from golden_fast.fileio import atomic_write_json
 from golden_fast.models.identity import model_identity
 from golden_fast.models.zoo import home
 
@@ -60,11 +59,7 @@ def context_templates(
     for i, (length, count) in enumerate(length_params):
         templates += _sample(model, tok, length, count, seed + i)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(templates, f)
-        os.replace(tmp, path)
+        atomic_write_json(path, templates)
     return templates
 
 

@@ -31,17 +31,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from golden_fast.edit.base import EditError
+from golden_fast.edit.common import EditError
 from golden_fast.edit.journal import EditJournal, revert_journals
+from golden_fast.edit.registry import EditorSpec, get_editor, normalise_name
 from golden_fast.models import get_adapter
 
-__all__ = ["METHODS", "EditError", "EditResult", "Editor", "MethodFn"]
+__all__ = ["EditError", "EditResult", "Editor", "MethodFn", "SharedOverrides"]
 
-#: Methods `run_method` knows.
-METHODS = ("rome", "r-rome", "memit", "emmet")
-# Methods whose batch update is solved jointly and applied layer by layer *while* computing
-# (a later layer's keys must see the earlier layer's update): their apply must act at once.
-_NATIVE_BATCH = ("memit", "emmet")
+
+class SharedOverrides(dict):
+    """Settings a study applies to every editor that has them (the statistics sample count, the
+    optimisation steps, ...): fields an editor's config lacks are skipped, where a plain dict of
+    overrides naming an unknown field is an error."""
 
 
 #: A custom method: the signature of `run_method` without its first argument. It must call
@@ -84,6 +85,8 @@ class EditResult:
     batch_size: int | None
     requests: list
     _model: nn.Module = dataclasses.field(repr=False, default=None)
+    # a stateful editor's hook that puts its state back as it was before this edit
+    _on_revert: Callable[[], None] | None = dataclasses.field(repr=False, default=None)
 
     @property
     def reverted(self) -> bool:
@@ -93,9 +96,12 @@ class EditResult:
         """Restore the weights this edit touched to their values before it, bitwise.
 
         Raises JournalMismatchError if a later edit changed the same layers and is still applied
-        (revert that one first, or use `Editor.revert`, which goes newest first).
+        (revert that one first, or use `Editor.revert`, which goes newest first). A stateful
+        editor's state (`Editor.state`) goes back to what it was before this edit too.
         """
         self.journal.revert(self._model)
+        if self._on_revert is not None:
+            self._on_revert()
 
     def save_journal(self, path: str | os.PathLike, **kwargs: Any):
         """`self.journal.save(path, **kwargs)`."""
@@ -123,10 +129,11 @@ class Editor:
     """Edit facts in a model; every edit atomic, revertible and recorded in a journal.
 
     Args:
-        model, tokenizer: the model to edit (in place) and its tokenizer.
-        method: "rome", "r-rome", "memit" or "emmet"; or a callable with the signature of
-            `run_method` minus its first argument (see `MethodFn`). None: the method named by
-            `hparams` (a config dataclass has one), else "r-rome".
+        model, tok: the model to edit (in place) and its tokenizer.
+        method: the name of a registered editor ("rome", "r-rome", "memit", "emmet", ...:
+            `golden_fast.edit.editor_names()`); or a callable with the signature of `run_method`
+            minus its first argument (see `MethodFn`). None: the method named by `hparams` (a
+            config dataclass has one), else "r-rome".
         layers: the layer(s) to edit; None keeps those of `hparams` (the preset by default).
         hparams: None for the preset of (method, model) (`default_hparams`); a config dataclass;
             a dict of overrides applied on top of the preset; or a path to a YAML/JSON file read
@@ -135,6 +142,8 @@ class Editor:
         stats: the second-moment statistics object, passed through to the method (None lets the
             method get its own).
         progress: show the methods' progress bars by default.
+        state: a stateful editor's state to start from (`journal.editor_state` of the last edit
+            of a saved lifelong run); None starts fresh.
         revert_each: keep, for every edit() result, a CPU copy of each weight it touched, so any
             result can be reverted on its own (newest first). False keeps only the first copy of
             each layer: `Editor.revert` still restores everything, bitwise, but a later result
@@ -153,17 +162,18 @@ class Editor:
     def __init__(
         self,
         model: nn.Module,
-        tokenizer: Any,
+        tok: Any,
         method: str | MethodFn | None = None,
         layers: int | Sequence[int] | None = None,
         hparams: Any = None,
         stats: Any = None,
         progress: bool = True,
         revert_each: bool = True,
+        state: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         self.model = model
         self.revert_each = revert_each
-        self.tokenizer = tokenizer
+        self.tok = tok
         self.adapter = get_adapter(model)
         self.stats = stats
         self.progress = progress
@@ -180,17 +190,27 @@ class Editor:
         #: every edit() result, oldest first (Editor.revert undoes them newest first)
         self.results: list[EditResult] = []
         self._moments: Any = None  # built on first use, see _stats()
+        #: a stateful editor's state (`EditorSpec.stateful`): tensors by name, carried from one
+        #: edit() to the next and saved with each journal; start it from a saved journal's
+        #: `editor_state` to go on editing a reloaded model
+        self.state: dict[str, torch.Tensor] = dict(state or {})
+        self._initial_state = dict(self.state)
 
     def __repr__(self) -> str:
         live = sum(not r.reverted for r in self.results)
         return f"Editor({self.method}, layers {self.layers}, {live} edit(s) applied)"
 
     @property
+    def spec(self) -> EditorSpec | None:
+        """The registered editor (None for a custom callable)."""
+        return None if self._fn is not None else get_editor(self.method)
+
+    @property
     def native_batch(self) -> bool:
         """True when the method solves a batch jointly and applies it layer by layer (MEMIT, EMMET)."""
         if self._fn is not None:
             return bool(getattr(self._fn, "native_batch", False))
-        return self.method in _NATIVE_BATCH
+        return get_editor(self.method).native_batch
 
     # ---- editing ------------------------------------------------------------------------
 
@@ -210,7 +230,8 @@ class Editor:
         one update: natively for MEMIT / EMMET; for ROME / R-ROME each rank-one update is computed
         on the unedited weights and their sum applied at once (not what ROME was designed for:
         the updates ignore each other). `batch_size` must then be None.
-        mode=None: sequential for ROME / R-ROME, batch for MEMIT / EMMET and custom methods.
+        mode=None: the editor's own (`EditorSpec.default_mode`: sequential for ROME / R-ROME,
+        batch for MEMIT / EMMET); batch for custom methods.
 
         Atomic: if anything fails (the method raises, an update puts NaN/Inf into a weight, the
         journal refuses), every update applied during this call is reverted, bitwise, and an
@@ -220,7 +241,7 @@ class Editor:
         reqs = _as_requests(requests)
         if not reqs:
             raise ValueError("no requests to edit")
-        mode = mode or ("sequential" if self.method in ("rome", "r-rome") else "batch")
+        mode = mode or (self.spec.default_mode if self._fn is None else "batch")
         if mode not in ("batch", "sequential"):
             raise ValueError(f"mode must be 'batch' or 'sequential', got {mode!r}")
         if mode == "batch" and batch_size is not None and batch_size != len(reqs):
@@ -242,16 +263,21 @@ class Editor:
         traces: list = []
         t0 = time.perf_counter()
         start = 0
+        state_before = dict(self.state)
         try:
             for start in range(0, len(reqs), size):
                 chunk = reqs[start : start + size]
                 traces += [_reindex(t, start) for t in self._edit_chunk(journal, chunk, start, progress)]
         except BaseException as exc:
+            self._set_state(state_before)
             self._rollback(journal, exc, reqs[start : start + size], start)
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: restored, not wrapped
                 raise
             raise _wrap(exc, reqs[start : start + size], start, len(journal)) from exc
         journal.seal(self.model)
+        stateful = self._fn is None and self.spec.stateful
+        if stateful:
+            journal.editor_state = dict(self.state)
         if not self.revert_each:
             # an earlier, still applied result already holds the pre-edit copy of these layers
             held = {layer for r in self.results if not r.reverted for layer in r.journal.layers}
@@ -266,6 +292,7 @@ class Editor:
             batch_size=batch_size,
             requests=list(reqs),
             _model=self.model,
+            _on_revert=(lambda: self._set_state(state_before)) if stateful else None,
         )
         self.results.append(result)
         return result
@@ -282,11 +309,11 @@ class Editor:
 
         Meaning: exactly `res = edit([r]); on_edit(i, r, res); res.revert()` for every request,
         each edit made on the weights as they are now. It is the protocol of single-edit
-        evaluation and of brute-force layer search. For ROME / R-ROME the keys and v* of a group
-        of requests are computed in one batched pass first: each depends only on the weights
-        before its own edit, which every request of the group shares, so batching changes values
-        only by float rounding (batched products), and the time a lot. Other methods run one
-        request at a time.
+        evaluation and of brute-force layer search. For single editors (ROME / R-ROME:
+        `EditorSpec.single`) the keys and v* of a group of requests are computed in one batched
+        pass first: each depends only on the weights before its own edit, which every request of
+        the group shares, so batching changes values only by float rounding (batched products),
+        and the time a lot. Other methods run one request at a time.
 
         A request that fails raises EditError naming it; the model is then as before the call.
         """
@@ -295,7 +322,7 @@ class Editor:
             raise ValueError(f"group_size must be >= 1, got {group_size}")
         progress = self.progress if progress is None else progress
         out: list[Any] = []
-        if self._fn is not None or self.method not in ("rome", "r-rome"):
+        if self._fn is not None or not self.spec.single:
             for i, req in enumerate(reqs):
                 res = self.edit([req], progress=False)
                 self.results.remove(res)  # reverted below: nothing for Editor.revert to do
@@ -351,6 +378,11 @@ class Editor:
         before the first edit(). Each layer is restored from the earliest result that touched it,
         after checking that it is still as the latest one left it."""
         revert_journals(self.model, [r.journal for r in self.results])
+        self._set_state(self._initial_state)
+
+    def _set_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.state.clear()
+        self.state.update(state)
 
     # ---- internals ----------------------------------------------------------------------
 
@@ -378,11 +410,13 @@ class Editor:
 
     def _run(self, chunk: list, apply: Callable, progress: bool) -> list:
         if self._fn is not None:
-            args = (self.model, self.tokenizer, chunk, self.hparams, self.stats, apply)
+            args = (self.model, self.tok, chunk, self.hparams, self.stats, apply)
             return list(self._fn(*args, progress=progress) or [])
-        from golden_fast.edit.base import run_method
+        from golden_fast.edit.base import run_method  # the one dispatch point: the registry's editor
 
-        args = (self.model, self.tokenizer, chunk, self.hparams, self._stats(), apply)
+        args = (self.model, self.tok, chunk, self.hparams, self._stats(), apply)
+        if self.spec.stateful:
+            return list(run_method(self.method, *args, progress=progress, state=self.state) or [])
         return list(run_method(self.method, *args, progress=progress) or [])
 
     def _stats(self) -> Any:
@@ -390,10 +424,12 @@ class Editor:
         method once per request, and each call would otherwise load C again and refactorise it
         (the Cholesky factors are cached inside a Moments object). C is a statistic of the
         corpus on the unedited model, so it stays valid as the edits accumulate."""
+        if not self.spec.uses_moments:
+            return self.stats
         if self._moments is None:
             from golden_fast.edit.moments import Moments
 
-            self._moments = Moments.resolve(self.stats, self.model, self.tokenizer, self.hparams)
+            self._moments = Moments.resolve(self.stats, self.model, self.tok, self.hparams)
         return self._moments
 
     def _apply(self, journal: EditJournal, layer: int, u: torch.Tensor, v: torch.Tensor, who: str) -> None:
@@ -431,15 +467,17 @@ def _resolve_method(method: Any, hparams: Any) -> tuple[str, MethodFn | None]:
         method = method if isinstance(method, str) else "r-rome"
     if not isinstance(method, str):
         raise TypeError(f"method must be a name or a callable, got {type(method).__name__}")
-    name = _normalise(method)
-    if name not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)} or pass a callable")
-    return name, None
+    try:
+        return get_editor(method).name, None
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or pass a callable") from None
 
 
 def _normalise(method: str) -> str:
-    name = method.strip().lower().replace("_", "-")
-    return {"rrome": "r-rome"}.get(name, name)
+    try:
+        return get_editor(method).name
+    except ValueError:
+        return normalise_name(method)
 
 
 def _load_hparams_file(path: str | os.PathLike, method: str | None) -> Any:
@@ -471,7 +509,7 @@ def _resolve_hparams(method: str, fn: MethodFn | None, hparams: Any, layers: Any
     if hparams is None or isinstance(hparams, Mapping):
         overrides = dict(hparams or {})
         file_method = overrides.pop("method", None)
-        if file_method is not None and fn is None and str(file_method).lower() != method:
+        if file_method is not None and fn is None and _normalise(str(file_method)) != method:
             raise ValueError(f"hparams are for method {file_method!r}, the editor's method is {method!r}")
         if fn is not None:
             found = overrides.pop("layers", ())
@@ -479,7 +517,11 @@ def _resolve_hparams(method: str, fn: MethodFn | None, hparams: Any, layers: Any
         else:
             from golden_fast.edit.base import default_hparams
 
-            base = _replace(default_hparams(method, model_name), overrides)
+            base = default_hparams(method, model_name)
+            if isinstance(hparams, SharedOverrides) and dataclasses.is_dataclass(base):
+                fields = {f.name for f in dataclasses.fields(base) if f.init}
+                overrides = {k: v for k, v in overrides.items() if k in fields}
+            base = _replace(base, overrides)
         hparams = base
     elif fn is None:
         own = getattr(hparams, "method", None)
@@ -529,8 +571,8 @@ def _hparams_dict(h: Any) -> dict[str, Any]:
 
 
 def _model_name(model: nn.Module) -> str | None:
-    cfg = getattr(model, "config", None)
-    name = getattr(cfg, "name_or_path", None) or getattr(cfg, "_name_or_path", None)
+    model_config = getattr(model, "config", None)
+    name = getattr(model_config, "name_or_path", None) or getattr(model_config, "_name_or_path", None)
     return str(name) if name else None
 
 

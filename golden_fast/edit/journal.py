@@ -1,4 +1,5 @@
-"""The edit journal (SPEC §3, "Applying"): every update as the rank-one factors that made it.
+"""The edit journal (FORMULAS.md, section "Applying an update"): every update as the rank-one
+factors that made it.
 
 Every ROME, R-ROME, MEMIT and EMMET update of a down-projection is a sum of rank-one terms
 U Vᵀ (U (d, n), V (m, n)). The journal keeps, in order, each (layer, U, V) that was applied,
@@ -24,8 +25,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
 import weakref
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from golden_fast.fileio import atomic_dir, atomic_write_json
 from golden_fast.models import get_adapter
 from golden_fast.models.identity import model_identity
 
@@ -58,6 +58,7 @@ FORMAT_VERSION = 1
 _JSON = "journal.json"
 _UPDATES = "updates.safetensors"
 _ORIGINALS = "originals.safetensors"
+_STATE = "state.safetensors"
 
 
 class JournalMismatchError(ValueError):
@@ -205,6 +206,10 @@ class EditJournal:
         self.family: str | None = None
         self.created: str | None = None
         self.versions: dict[str, str] = {}
+        #: a stateful editor's state after these updates (AlphaEdit's preserved keys, UltraEdit's
+        #: running normalisation), so that an edited model can go on being edited after a reload
+        #: (`Editor(..., state=journal.editor_state)`); tensors by name, None for stateless editors
+        self.editor_state: dict[str, torch.Tensor] | None = None
         # The model the updates went into: revert() must restore that model, not another.
         self._model: weakref.ReferenceType[nn.Module] | None = None
         self._loaded = False
@@ -310,12 +315,15 @@ class EditJournal:
         op = _rank1_op()
         device = param.device
         chosen = op.choose(device.type, backend)
+        # The recorded copies are what is applied: fresh contiguous tensors, as a replay's are (a BLAS
+        # GEMM's float64 result can depend on where its operands sit in memory).
+        u, v = u.to("cpu", copy=True).contiguous(), v.to("cpu", copy=True).contiguous()
         op(param, u.to(device), v.to(device), transposed=transposed, backend=chosen)
         record.sha256_after = None  # stale until the next seal()
         entry = JournalEntry(
             layer=layer,
-            u=u.to("cpu", copy=True),
-            v=v.to("cpu", copy=True),
+            u=u,
+            v=v,
             dtype=param.dtype,
             transposed=transposed,
             param=record.param,
@@ -386,6 +394,7 @@ class EditJournal:
             "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": self.versions or _versions(),
             "layers": {str(layer): r.to_json() for layer, r in self.layers.items()},
+            "editor_state": sorted(self.editor_state) if self.editor_state is not None else None,
             "entries": [
                 {
                     "layer": e.layer,
@@ -423,11 +432,9 @@ class EditJournal:
             missing = [k for k, r in self.layers.items() if r.original is None]
             if missing:
                 raise ValueError(f"include_originals=True, but there is no original of layer(s) {missing}")
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = self.to_json()
         data["includes_originals"] = bool(include_originals)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             tensors = {}
             for i, e in enumerate(self.entries):
                 tensors[f"entry.{i}.u"] = e.u.contiguous()
@@ -436,14 +443,10 @@ class EditJournal:
             if include_originals:
                 save_file({f"layer.{k}": r.original.contiguous() for k, r in self.layers.items()},
                           str(tmp / _ORIGINALS))
-            with open(tmp / _JSON, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1, default=str)
-                f.flush()
-                os.fsync(f.fileno())
-            _replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            if self.editor_state is not None:
+                save_file({k: v.detach().cpu().contiguous() for k, v in self.editor_state.items()},
+                          str(tmp / _STATE))
+            atomic_write_json(tmp / _JSON, data, fsync=True, indent=1, default=str)
         return path
 
     @classmethod
@@ -475,6 +478,12 @@ class EditJournal:
         j.family = data.get("family")
         j.created = data.get("created")
         j.versions = dict(data.get("versions") or {})
+        if data.get("editor_state") is not None:
+            state = load_file(str(path / _STATE)) if (path / _STATE).is_file() else {}
+            missing = sorted(set(data["editor_state"]) - set(state))
+            if missing:
+                raise ValueError(f"{path}: the editor state {missing} listed in {_JSON} is missing from {_STATE}")
+            j.editor_state = {k: state[k] for k in data["editor_state"]}
         for key, r in data["layers"].items():
             layer = int(key)
             j.layers[layer] = LayerRecord(
@@ -491,8 +500,8 @@ class EditJournal:
             j.entries.append(
                 JournalEntry(
                     layer=int(e["layer"]),
-                    u=tensors[e["u"]],
-                    v=tensors[e["v"]],
+                    u=tensors[e["u"]].clone(),  # fresh memory, as when they were first applied
+                    v=tensors[e["v"]].clone(),
                     dtype=_dtype_from(e["weight_dtype"]),
                     transposed=bool(e["transposed"]),
                     param=e["param"],
@@ -552,25 +561,6 @@ def revert_journals(model: nn.Module, journals: Sequence[EditJournal], *, verify
             params[layer].copy_(record.original.to(params[layer].device))
     for j in live:
         j._reverted = True
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move `tmp` to `path`; an existing `path` is moved aside first and deleted only once the
-    new one is in place (os.replace cannot replace a non-empty directory)."""
-    if not path.exists() and not path.is_symlink():
-        os.replace(tmp, path)
-        return
-    old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-    os.replace(path, old)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        os.replace(old, path)
-        raise
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink()
 
 
 def _versions() -> dict[str, str]:

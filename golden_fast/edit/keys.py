@@ -1,8 +1,9 @@
 """Keys and values at the subject's last token, for many (request, template) pairs in
 batched forward passes that stop after the layer asked.
 
-k* (SPEC §3) = mean over the context templates of the down-projection input at the
-subject's last token; the matching outputs (W k + b) are averaged the same way.
+k* = mean over the context templates of the down-projection input at the subject's last
+token; the matching outputs (W k + b) are averaged the same way (FORMULAS.md, section
+"Keys k*").
 """
 
 from __future__ import annotations

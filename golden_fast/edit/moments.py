@@ -1,5 +1,10 @@
 """Second moments C_l as the editors need them: float64, factorised once per layer,
-with the conditioning measured and reported (never a silent NaN)."""
+with the conditioning measured and reported (never a silent NaN).
+
+C_l = S_l / N_l (the cached sum of k kᵀ over the corpus tokens and its count), symmetrised as
+(C + Cᵀ) / 2; `solve` returns (scale C + ridge I + extra)⁻¹ B through a cached Cholesky factor,
+the pseudo-inverse when Cholesky fails, and C = I when mom2_adjustment is off. See FORMULAS.md,
+section "Second-moment statistics C_l"."""
 
 from __future__ import annotations
 
@@ -28,28 +33,28 @@ class Moments:
         self._cond: dict[tuple, float] = {}
 
     @classmethod
-    def resolve(cls, stats, model, tok, hp) -> Moments:
+    def resolve(cls, stats, model, tok, hparams) -> Moments:
         """The Moments an editor uses: `stats` as given (a Moments, a dict, a callable), the
-        statistics cache when None, and the identity whenever hp.mom2_adjustment is off."""
-        if not hp.mom2_adjustment:
+        statistics cache when None, and the identity whenever hparams.mom2_adjustment is off."""
+        if not hparams.mom2_adjustment:
             return stats if isinstance(stats, Moments) and stats.source is None else cls(None)
         if isinstance(stats, Moments):
             return stats
-        return cls.from_stats(model, tok, hp) if stats is None else cls(stats)
+        return cls.from_stats(model, tok, hparams) if stats is None else cls(stats)
 
     @classmethod
-    def from_stats(cls, model, tok, hp) -> Moments:
-        """C from the statistics cache (computed on first use, all layers of hp in one pass)."""
-        if not hp.mom2_adjustment:
+    def from_stats(cls, model, tok, hparams) -> Moments:
+        """C from the statistics cache (computed on first use, all layers of hparams in one pass)."""
+        if not hparams.mom2_adjustment:
             return cls(None)
         from golden_fast.models.identity import model_identity
         from golden_fast.stats import StatsConfig, get_second_moment
 
-        cfg = StatsConfig(corpus=hp.mom2_dataset, n_samples=hp.mom2_n_samples, dtype=hp.mom2_dtype)
-        layers = list(hp.layers)
+        config = StatsConfig(corpus=hparams.mom2_dataset, n_samples=hparams.mom2_n_samples, dtype=hparams.mom2_dtype)
+        layers = list(hparams.layers)
         # C belongs to the unedited model: key the cache by its identity, taken now
         mid = model_identity(model)
-        return cls(lambda l: get_second_moment(model, tok, l, cfg, layers=layers, model_id=mid).mean())
+        return cls(lambda l: get_second_moment(model, tok, l, config, layers=layers, model_id=mid).mean())
 
     def C(self, layer: int, dim: int) -> torch.Tensor:
         if layer not in self._C:

@@ -98,8 +98,8 @@ def weights_fingerprint(model: Any) -> tuple[float, ...]:
     return tuple(out)
 
 
-def settings_key(layer: int, site: str, templates: Sequence[str], hp: Any, prefix_reuse: bool) -> tuple:
-    fields = {f: getattr(hp, f, None) for f in TARGET_FIELDS}
+def settings_key(layer: int, site: str, templates: Sequence[str], hparams: Any, prefix_reuse: bool) -> tuple:
+    fields = {f: getattr(hparams, f, None) for f in TARGET_FIELDS}
     fields["prefix_reuse"] = bool(prefix_reuse)
     return (int(layer), site, tuple(templates), json.dumps(fields, sort_keys=True, default=str))
 

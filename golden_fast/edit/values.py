@@ -1,6 +1,12 @@
-"""The v* / z optimisation (SPEC §3): find, per request, a vector delta that, added at one
+"""The v* / z optimisation: find, per request, a vector delta that, added at one
 site at the subject's last token in every context template, makes the model predict
-target_new; KL on "{subject} is a" keeps the subject's other properties.
+target_new; KL on "{subject} is a" keeps the subject's other properties. It minimises
+
+    (1/T) sum_templates NLL(target_new) + kl_factor * KL(p_0 || p_delta) + v_weight_decay * ||delta||² / ||v_0||²
+
+with Adam, projecting delta into ||delta|| <= clamp_norm_factor * ||v_0|| after each step
+(v_0: the site's value on the bare prompt, unedited); v* = v_0 + delta. See FORMULAS.md,
+section "Targets v* and z", which also lists where this differs from the anchors' code.
 
 Speed by design. delta enters at the subject's last token s at layer l. In a causal
 model no token before s, and no layer below l at any token, depends on delta. So:
@@ -31,7 +37,7 @@ from golden_fast.hooks import capture, layers_from, patch
 from golden_fast.models import get_adapter
 from golden_fast.tokens import fill, subject_last_token, target_span
 
-from .base import EditError
+from .common import EditError
 from .context import with_prompt
 from .target_cache import CachedTarget, active_target_cache, request_key, settings_key, weights_fingerprint
 
@@ -148,7 +154,7 @@ def optimise_targets(
     layer: int,
     site: str,
     templates: Sequence[str],
-    hp,
+    hparams,
     prefix_reuse: bool | None = None,
     group_size: int = 16,
 ) -> TargetResult:
@@ -157,11 +163,11 @@ def optimise_targets(
 
     Inside `target_cache.reuse_targets()`, requests already optimised on these weights with these
     settings are served from the cache and only the others are optimised."""
-    reuse = hp.prefix_reuse if prefix_reuse is None else prefix_reuse
+    reuse = hparams.prefix_reuse if prefix_reuse is None else prefix_reuse
     cache = active_target_cache()
     if cache is None:
-        return _optimise(model, tok, list(requests), layer, site, templates, hp, reuse, group_size)
-    base = (weights_fingerprint(model),) + settings_key(layer, site, templates, hp, reuse)
+        return _optimise(model, tok, list(requests), layer, site, templates, hparams, reuse, group_size)
+    base = (weights_fingerprint(model),) + settings_key(layer, site, templates, hparams, reuse)
     keys = [base + request_key(r) for r in requests]
     entries = [cache.get(k) for k in keys]
     missing = [i for i, e in enumerate(entries) if e is None]
@@ -170,7 +176,8 @@ def optimise_targets(
     cache.misses += len(missing)
     fresh = None
     if missing:
-        fresh = _optimise(model, tok, [requests[i] for i in missing], layer, site, templates, hp, reuse, group_size)
+        fresh = _optimise(model, tok, [requests[i] for i in missing], layer, site, templates, hparams, reuse,
+                          group_size)
         per = (fresh.setup_seconds + fresh.loop_seconds) / len(missing)
         for j, i in enumerate(missing):
             entries[i] = CachedTarget(fresh.delta[j].clone(), fresh.init[j].clone(), list(fresh.loss_curves[j]),
@@ -188,10 +195,10 @@ def optimise_targets(
     )
 
 
-def _optimise(model, tok, requests, layer, site, templates, hp, reuse, group_size) -> TargetResult:
+def _optimise(model, tok, requests, layer, site, templates, hparams, reuse, group_size) -> TargetResult:
     with frozen_weights(model):
         results = [
-            _optimise_group(model, tok, requests[i : i + group_size], layer, site, templates, hp, reuse)
+            _optimise_group(model, tok, requests[i : i + group_size], layer, site, templates, hparams, reuse)
             for i in range(0, len(requests), group_size)
         ]
     return TargetResult(
@@ -204,13 +211,15 @@ def _optimise(model, tok, requests, layer, site, templates, hp, reuse, group_siz
     )
 
 
-def _optimise_group(model, tok, requests, layer, site, templates, hp, prefix_reuse) -> TargetResult:
+def _optimise_group(model, tok, requests, layer, site, templates, hparams, prefix_reuse) -> TargetResult:
     t_start = time.perf_counter()
     adapter = get_adapter(model)
-    if hp.v_loss_layer not in (None, adapter.n_layers - 1):
-        raise ValueError(f"v_loss_layer={hp.v_loss_layer}: only the last layer ({adapter.n_layers - 1}) is supported")
+    if hparams.v_loss_layer not in (None, adapter.n_layers - 1):
+        raise ValueError(
+            f"v_loss_layer={hparams.v_loss_layer}: only the last layer ({adapter.n_layers - 1}) is supported"
+        )
     device = next(model.parameters()).device
-    use_kl = hp.kl_factor > 0
+    use_kl = hparams.kl_factor > 0
     rows = _build_rows(tok, requests, templates, kl=use_kl)
     lay = _layout(tok, rows, device)
     P, n_req, n_rows = lay["P"], len(requests), len(rows.prefix)
@@ -265,9 +274,9 @@ def _optimise_group(model, tok, requests, layer, site, templates, hp, prefix_reu
 
     t_loop = time.perf_counter()
     delta = torch.zeros(n_req, init.shape[1], device=device, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=hp.v_lr)
+    opt = torch.optim.Adam([delta], lr=hparams.v_lr)
     frozen = torch.zeros(n_req, dtype=torch.bool, device=device)
-    max_norm = hp.clamp_norm_factor * init.norm(dim=1)  # (n_req,)
+    max_norm = hparams.clamp_norm_factor * init.norm(dim=1)  # (n_req,)
     init_sq = init.pow(2).sum(1).clamp_min(1e-12)
     kl_init = None
     curves: list[list[float]] = [[] for _ in range(n_req)]
@@ -275,7 +284,7 @@ def _optimise_group(model, tok, requests, layer, site, templates, hp, prefix_reu
     row_req = owner  # request of each row (KL rows included)
     pred_req = owner[prow_t]  # request of each predicted token
     kl_req = owner[kl_r_t] if use_kl else None
-    for _step in range(hp.v_num_grad_steps):
+    for _step in range(hparams.v_num_grad_steps):
         opt.zero_grad(set_to_none=True)
         # rows of frozen requests are dropped from the step (compaction): in a batch, requests
         # that reached the stopping NLL cost nothing more while the others go on
@@ -305,7 +314,7 @@ def _optimise_group(model, tok, requests, layer, site, templates, hp, prefix_reu
             live, -lp.gather(1, pid_t[live][:, None]).squeeze(1))  # (n_pred,), 0 for frozen requests
         row_nll = torch.zeros(n_rows, device=device).index_add(0, prow_t, tok_nll) / n_tok_row.clamp_min(1)
         req_nll = torch.zeros(n_req, device=device).index_add(0, owner[rw_rows], row_nll[rw_rows]) / n_tmpl
-        loss_req = req_nll + hp.v_weight_decay * delta.pow(2).sum(1) / init_sq
+        loss_req = req_nll + hparams.v_weight_decay * delta.pow(2).sum(1) / init_sq
         if use_kl:
             live_kl = ~frozen[kl_req]
             kl_lp = _log_probs_at(adapter, hidden, remap[kl_r_t[live_kl]], kl_c_t[live_kl] - cols_shift)
@@ -314,7 +323,7 @@ def _optimise_group(model, tok, requests, layer, site, templates, hp, prefix_reu
             # KL(p_orig || p_edit), per active request
             ref = kl_init[live_kl]
             kl = torch.zeros(n_req, device=device).masked_scatter(live_kl, (ref.exp() * (ref - kl_lp)).sum(1))
-            loss_req = loss_req + hp.kl_factor * kl
+            loss_req = loss_req + hparams.kl_factor * kl
         if not torch.isfinite(loss_req).all():
             bad = [requests[i].ref for i in range(n_req) if not torch.isfinite(loss_req[i])]
             raise EditError(f"{', '.join(bad)}: non-finite loss in the v*/z optimisation")
@@ -322,8 +331,8 @@ def _optimise_group(model, tok, requests, layer, site, templates, hp, prefix_reu
             if not frozen[i]:
                 curves[i].append(float(loss_req[i].detach()))
                 nll_last[i] = float(req_nll[i].detach())
-        frozen |= req_nll.detach() < hp.nll_stop
-        if bool(frozen.all()) or _step == hp.v_num_grad_steps - 1:
+        frozen |= req_nll.detach() < hparams.nll_stop
+        if bool(frozen.all()) or _step == hparams.v_num_grad_steps - 1:
             break
         keep = delta.detach()[frozen].clone()
         loss_req[~frozen].sum().backward()

@@ -1,6 +1,7 @@
-"""Evaluation of edits (SPEC §5): the KnowEdit and CounterFact suites, fluency, reports.
+"""Evaluation of edits (FORMULAS.md, section "Evaluation metrics"): the KnowEdit and CounterFact
+suites, fluency, reports.
 
-- `evaluate(model, tokenizer, requests, pre=None, suites=("knowedit",), fluency=False)`
+- `evaluate(model, tok, requests, pre=None, suites=("knowedit",), fluency=False)`
   returns an `EvalReport` (rows per request and metric, bootstrap summaries, the
   conventions used, to_json / to_csv / a printed table).
 - `score_spans` is the batched scoring primitive the suites (and the editors) share:

@@ -1,4 +1,4 @@
-"""`evaluate(model, tokenizer, requests, ...) -> EvalReport`: both suites, batched.
+"""`evaluate(model, tok, requests, ...) -> EvalReport`: both suites, batched.
 
 Flow: every suite registers the (prompt, answer) pairs it needs in one `SpanTable`
 (shared pairs are scored once), the table is scored in batched forward passes, then
@@ -73,7 +73,7 @@ def conventions(
 
 def evaluate(
     model: torch.nn.Module,
-    tokenizer,
+    tok,
     requests: Sequence[EditRequest],
     pre: EvalReport | None = None,
     suites: Sequence[str] = ("knowedit",),
@@ -91,10 +91,11 @@ def evaluate(
     n_boot: int = 2000,
     model_name: str | None = None,
 ) -> EvalReport:
-    """Evaluate `model` on `requests` with the named suites; see SPEC §5 and each suite's module.
+    """Evaluate `model` on `requests` with the named suites; see FORMULAS.md, section "Evaluation
+    metrics", and each suite's module.
 
     Args:
-        model, tokenizer: the (possibly edited) model.
+        model, tok: the (possibly edited) model and its tokenizer.
         requests: `EditRequest`s; each gets the metrics whose inputs it has.
         pre: a report from the unedited model (its locality predictions are reused);
             None: this model is the reference and locality is absent.
@@ -117,7 +118,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        table = SpanTable(tokenizer)
+        table = SpanTable(tok)
         for req in requests:
             try:
                 for s in suites:
@@ -146,7 +147,7 @@ def evaluate(
 
         if fluency:
             rows += _fluency_rows(
-                model, tokenizer, requests, fluency_tokens, fluency_top_k, seed, fluency_batch_size
+                model, tok, requests, fluency_tokens, fluency_top_k, seed, fluency_batch_size
             )
     finally:
         model.train(was_training)
@@ -181,14 +182,14 @@ def evaluate(
     return EvalReport(rows, suites, conv, predictions, meta, pre=pre, n_boot=n_boot, seed=seed)
 
 
-def _fluency_rows(model, tokenizer, requests, n_tokens, top_k, seed, batch_size) -> list[MetricRow]:
+def _fluency_rows(model, tok, requests, n_tokens, top_k, seed, batch_size) -> list[MetricRow]:
     prompts, owner = [], []
     for pos, req in enumerate(requests):
         for p in req.generation_prompts or (req.text,):
             prompts.append(p)
             owner.append(pos)
     texts = generate_samples(
-        model, tokenizer, prompts, max_new_tokens=n_tokens, top_k=top_k, seed=seed, batch_size=batch_size
+        model, tok, prompts, max_new_tokens=n_tokens, top_k=top_k, seed=seed, batch_size=batch_size
     )
     per: dict[int, list[float]] = {}
     for pos, text in zip(owner, texts):

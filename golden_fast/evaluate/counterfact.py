@@ -1,4 +1,5 @@
-"""Suite "counterfact": ROME / MEMIT's CounterFact probability comparisons (SPEC §5).
+"""Suite "counterfact": ROME / MEMIT's CounterFact probability comparisons (FORMULAS.md,
+section "Suite counterfact").
 
 All comparisons use the mean per-token negative log-likelihood (NLL) of an answer,
 teacher-forced on ``prompt + " " + answer`` (joint tokenisation), as ROME does.

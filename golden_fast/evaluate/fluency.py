@@ -1,7 +1,7 @@
 """Fluency: n-gram entropy of sampled continuations (ROME's "GE", EasyEdit's "fluency").
 
 Per text, with H_n the entropy in bits of the frequency distribution of its word
-n-grams (SPEC §5, ROME's `compute_n_gram_entropy`):
+n-grams (ROME's `compute_n_gram_entropy`; FORMULAS.md, section "Fluency"):
 
     fluency(text) = (2/3 * H_2 + 4/3 * H_3) / 2
 
@@ -42,7 +42,7 @@ def _entropy_bits(counts: Counter) -> float:
 def ngram_entropy(text: str, ns: Sequence[int] = (2, 3), weights: Sequence[float] = (2 / 3, 4 / 3)) -> float:
     """Weighted mean of n-gram entropies (bits) of one text: mean_i(weights[i] * H_{ns[i]}).
 
-    The defaults give SPEC's (2/3 H2 + 4/3 H3) / 2. Not x100: the anchors print x100.
+    The defaults give ROME's (2/3 H2 + 4/3 H3) / 2. Not x100: the anchors print x100.
     """
     if len(ns) != len(weights) or not ns:
         raise ValueError("ns and weights must be non-empty and of the same length")
@@ -57,7 +57,7 @@ def ngram_entropy(text: str, ns: Sequence[int] = (2, 3), weights: Sequence[float
 @torch.no_grad()
 def generate_samples(
     model: torch.nn.Module,
-    tokenizer,
+    tok,
     prompts: Sequence[str],
     *,
     max_new_tokens: int = 100,
@@ -78,7 +78,7 @@ def generate_samples(
         torch.manual_seed(seed)
         for lo in range(0, len(prompts), batch_size):
             chunk = list(prompts[lo : lo + batch_size])
-            batch = encode_texts(tokenizer, chunk).to(device)
+            batch = encode_texts(tok, chunk).to(device)
             out = model.generate(
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
@@ -88,10 +88,10 @@ def generate_samples(
                 temperature=1.0,
                 max_new_tokens=max_new_tokens,
                 min_new_tokens=max_new_tokens,
-                pad_token_id=pad_id(tokenizer),
+                pad_token_id=pad_id(tok),
             )
             # decode prompt and continuation together (as ROME does): decoding the
             # continuation alone drops SentencePiece's leading space
             for b, off in enumerate(batch.offsets):
-                texts.append(tokenizer.decode(out[b, off:], skip_special_tokens=True))
+                texts.append(tok.decode(out[b, off:], skip_special_tokens=True))
     return texts

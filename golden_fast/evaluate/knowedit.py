@@ -1,5 +1,5 @@
-"""Suite "knowedit": EasyEdit / KnowEdit's token-accuracy metrics (SPEC §5), what the
-paper reports.
+"""Suite "knowedit": EasyEdit / KnowEdit's token-accuracy metrics (FORMULAS.md, section
+"Suite knowedit"), what the Golden Layers paper reports.
 
 Every metric is teacher-forced on ``prompt + " " + answer``: at each answer token,
 the model's argmax at the previous position is compared with something.

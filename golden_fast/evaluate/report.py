@@ -18,7 +18,7 @@ import numpy as np
 
 from golden_fast.evaluate import counterfact, knowedit
 
-__all__ = ["EvalReport", "MetricRow", "MetricSummary", "METRIC_ORDER", "suite_of"]
+__all__ = ["HEADLINE_METRICS", "METRIC_ORDER", "EvalReport", "MetricRow", "MetricSummary", "suite_of"]
 
 # display order; also the source of truth for which suite a metric belongs to
 _SUITE_METRICS = {
@@ -28,6 +28,8 @@ _SUITE_METRICS = {
     "generation": ("fluency",),
 }
 METRIC_ORDER: tuple[str, ...] = tuple(m for ms in _SUITE_METRICS.values() for m in ms)
+# the metrics tables and plots show by default: each suite's rates, then CounterFact's score
+HEADLINE_METRICS: tuple[str, ...] = knowedit.METRICS + counterfact.SCORE_PARTS + ("score",)
 
 _FORMAT_VERSION = 1
 _CSV_FIELDS = ("position", "index", "case_id", "metric", "value", "n")

@@ -1,14 +1,16 @@
 """Batched teacher-forced scoring of target tokens: the one primitive every metric uses.
 
-`score_spans(model, tokenizer, spans)` scores many (prompt, target) token sequences:
+`score_spans(model, tok, spans)` scores many (prompt, target) token sequences:
 for each target token, its log-probability and the model's argmax at the position that
 predicts it. Sequences of different lengths share a forward pass (left padding with
 explicit position ids, which every family needs: several derive positions from the
 cache position otherwise), and only the hidden states at target-predicting positions
 reach the head, through `token_logprobs` (vocabulary chunks, no [B, T, V] logits).
 
-Conventions (SPEC §1): a target is scored as ``prompt + " " + target`` tokenised jointly
-(`golden_fast.tokens.target_span`); the logit predicting ids[j] sits at position j - 1.
+Conventions: a target is scored as ``prompt + " " + target`` tokenised jointly
+(`golden_fast.tokens.target_span`); the logit predicting ids[j] sits at position j - 1. The
+metrics built on these scores (token accuracy, mean per-token NLL, exp(-NLL)) are in FORMULAS.md,
+sections "Notation" and "Evaluation metrics".
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: 
 @torch.no_grad()
 def score_spans(
     model: torch.nn.Module,
-    tokenizer,
+    tok,
     spans: Sequence[TargetSpan | tuple[Sequence[int], Sequence[int]]],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -120,7 +122,7 @@ def score_spans(
 
     Args:
         model: a causal LM that `get_adapter` knows.
-        tokenizer: supplies the pad id only (the spans are already tokenised).
+        tok: the tokenizer; supplies the pad id only (the spans are already tokenised).
         spans: `TargetSpan`s (target = ids[start:end]) or (prompt_ids, target_ids) pairs.
         batch_size: most rows per forward pass.
         max_tokens: most padded tokens per forward pass (rows x longest row); a single
@@ -165,7 +167,7 @@ def score_spans(
         if route == "per-record":  # no padding at all: the plain forward of one sequence
             offsets, inputs = [0], {"input_ids": torch.tensor([rows[group[0]]], device=device)}
         else:
-            batch = encode_batch(tokenizer, [rows[r] for r in group]).to(device)
+            batch = encode_batch(tok, [rows[r] for r in group]).to(device)
             offsets, inputs = batch.offsets, batch.model_inputs()
         b_idx, cols, targets, done = [], [], [], []
         for b, r in enumerate(group):
@@ -239,15 +241,15 @@ class SpanTable:
     prompt+target shared by several metrics (rewrite accuracy and efficacy, locality and
     neighbourhood) costs one scored row."""
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+    def __init__(self, tok):
+        self.tok = tok
         self._spans: dict[tuple[str, str], TargetSpan] = {}
         self._scores: dict[tuple[str, str], TargetScore] = {}
 
     def add(self, prompt_text: str, target: str) -> tuple[str, str]:
         key = (prompt_text, target.strip())
         if key not in self._spans:
-            self._spans[key] = target_span(self.tokenizer, prompt_text, target)
+            self._spans[key] = target_span(self.tok, prompt_text, target)
         return key
 
     def span(self, prompt_text: str, target: str) -> TargetSpan:
@@ -260,7 +262,7 @@ class SpanTable:
         """Score every registered pair not scored yet (kwargs go to `score_spans`)."""
         todo = [k for k in self._spans if k not in self._scores]
         if todo:
-            scores = score_spans(model, self.tokenizer, [self._spans[k] for k in todo], **kwargs)
+            scores = score_spans(model, self.tok, [self._spans[k] for k in todo], **kwargs)
             self._scores.update(zip(todo, scores))
 
     def __getitem__(self, key: tuple[str, str]) -> TargetScore:

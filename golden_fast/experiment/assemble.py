@@ -11,13 +11,24 @@ from typing import Any
 
 import numpy as np
 
-from golden_fast.experiment.store import read_json, read_jsonl
+from golden_fast.edit.registry import get_editor
+from golden_fast.evaluate.report import HEADLINE_METRICS
+from golden_fast.fileio import read_json, read_jsonl
 from golden_fast.locate import LayerScores
 from golden_fast.locate.lga import VARIANTS
 
 __all__ = ["collect", "write_report"]
 
-_SHOWN = ("rewrite_acc", "rephrase_acc", "locality", "portability", "efficacy", "paraphrase", "neighborhood", "score")
+
+def _single(method: str) -> bool:
+    """Whether `method` is judged fact by fact (a single editor); False for unknown names (a result
+    folder may name an editor whose plug-in is not installed here)."""
+    try:
+        return get_editor(method).single
+    except ValueError:
+        return False
+
+_SHOWN = HEADLINE_METRICS
 _GOLDEN_LABEL = "test golden (reference)"
 
 
@@ -59,8 +70,8 @@ def _editor_results(ctx, layers: list[int]) -> dict:
 
     out = {}
     folder = ctx.out / "editors"
-    keys = (read_json(ctx.out / "split.json") or {}).get("test", [])[: ctx.cfg.editors_n]
-    for method in ctx.cfg.editors:
+    keys = (read_json(ctx.out / "split.json") or {}).get("test", [])[: ctx.config.editors_n]
+    for method in ctx.config.editors:
         for layer in layers:
             single = folder / f"{method}-L{layer:02d}.jsonl"
             batch = folder / f"{method}-L{layer:02d}.json"
@@ -82,9 +93,9 @@ def collect(ctx) -> dict[str, Any]:
     from golden_fast.experiment.editors import editor_matrix
     from golden_fast.experiment.locating import chosen_layers, judge
 
-    cfg, loc = ctx.cfg, ctx.locate_dir
-    res: dict[str, Any] = {"config": cfg.to_dict(), "data": ctx.facts.info(), "candidate_layers": ctx.layers}
-    lga = {t: s for t in cfg.thetas if (s := _scores(loc / f"lga-{t}.json")) is not None}
+    config, loc = ctx.config, ctx.locate_dir
+    res: dict[str, Any] = {"config": config.to_dict(), "data": ctx.facts.info(), "candidate_layers": ctx.layers}
+    lga = {t: s for t in config.thetas if (s := _scores(loc / f"lga-{t}.json")) is not None}
     res["lga"] = {t: _brief(s) for t, s in lga.items()}
     cma = _scores(loc / "cma.json")
     res["cma"] = _brief(cma) if cma is not None else None
@@ -93,7 +104,7 @@ def collect(ctx) -> dict[str, Any]:
     bp, bt = _scores(loc / "brute-proxy.json"), _scores(loc / "brute-test.json")
     res["brute_proxy"] = _brief(bp) if bp is not None else None
     res["brute_test"] = _brief(bt) if bt is not None else None
-    methods = chosen_layers(loc, cfg.thetas)
+    methods = chosen_layers(loc, config.thetas)
     res["chosen"] = methods
     res["golden"] = None
     res["editors"] = {}
@@ -105,17 +116,17 @@ def collect(ctx) -> dict[str, Any]:
         layers = sorted({int(m["layer"]) for m in methods.values()} | {G})
         found = _editor_results(ctx, layers)
         with_ref = dict(methods) | {_GOLDEN_LABEL: {"layer": G, "wall_time": None, "note": "brute force, test facts"}}
-        for method in cfg.editors:
+        for method in config.editors:
             have = [layer for layer in layers if (method, layer) in found]
             if set(have) != set(layers):
                 continue
             M, metrics = editor_matrix(found, method, layers)
-            rows = judge(M, layers, metrics, G, with_ref, n_boot=cfg.n_boot)
+            rows = judge(M, layers, metrics, G, with_ref, n_boot=config.n_boot)
             per_layer = {layer: found[(method, layer)] for layer in layers}
             for row in rows:
                 r = per_layer[int(row["layer"])]
                 row["edit_seconds"] = r.seconds
-                row["seconds_per_fact"] = r.seconds / max(1, len(r.keys)) if method in ("rome", "r-rome") else None
+                row["seconds_per_fact"] = r.seconds / max(1, len(r.keys)) if _single(method) else None
                 row["peak"] = r.peak
             res["editors"][method] = {
                 "layers": layers,
@@ -137,19 +148,20 @@ def collect(ctx) -> dict[str, Any]:
 
 
 def _overall(M2: np.ndarray) -> np.ndarray:
-    """Per fact, the mean of the metrics present (SPEC: "overall")."""
+    """Per fact, the mean of the metrics present ("overall"; FORMULAS.md, section "Brute force and
+    the golden layer")."""
     return np.nanmean(M2, axis=1) if M2.size else M2
 
 
 def _mass(ctx) -> dict[str, Any]:
-    cfg = ctx.cfg
+    config = ctx.config
     folder = ctx.out / "mass"
     batch = {}
-    for m in cfg.batch_methods:
-        pts = [read_json(folder / "batch" / f"batch-{m}-n{n:05d}.json") for n in sorted(cfg.batch_sizes)]
+    for m in config.batch_methods:
+        pts = [read_json(folder / "batch" / f"batch-{m}-n{n:05d}.json") for n in sorted(config.batch_sizes)]
         batch[m] = [p for p in pts if p is not None]
     seq = {}
-    for m in cfg.sequential_methods:
+    for m in config.sequential_methods:
         curve = read_json(folder / f"sequential-{m}" / "curve.json") or []
         seq[m] = curve
     return {"batch": batch, "sequential": seq}
@@ -176,7 +188,7 @@ def _conventions(ctx) -> str:
         "k=1 (linear quartiles); cosine and new_norm are our variants from the same Gram products",
         "CMA: ROME's causal tracing, restored MLP window around l at the subject's last token; indirect effect "
         "averaged over the facts used (answer='data' skips the facts the clean model gets wrong)",
-        f"editors at a layer, on the first {ctx.cfg.editors_n or ctx.cfg.test_n} test facts: ROME / R-ROME edit "
+        f"editors at a layer, on the first {ctx.config.editors_n or ctx.config.test_n} test facts: ROME / R-ROME edit "
         "each fact alone (evaluated, then reverted); MEMIT / EMMET edit them all as one batch at that single layer",
         "mass editing: batch points edit the first n pool facts at once; sequential checkpoints evaluate every "
         "fact edited so far; time = editing only; peak memory = resident high-water mark during the editing",
@@ -194,19 +206,20 @@ def _write(ctx, figs: Path):
     from golden_fast.experiment.plots import plot_editor_layers, plot_mass_cost, plot_mass_quality
     from golden_fast.report import Report
 
-    cfg, out = ctx.cfg, ctx.out
+    config, out = ctx.config, ctx.out
     res = collect(ctx)
     d = res["data"]
     rep = Report(
-        f"golden-fast experiment: {cfg.model}",
-        f"{cfg.data}: {d['proxy_n']} proxy / {d['test_n']} test facts, pool of {d['pool_n']} for mass editing; "
-        f"candidate layers {ctx.layers[0]}..{ctx.layers[-1]} ({len(ctx.layers)})" + (" (--quick)" if cfg.quick else ""),
+        f"golden-fast experiment: {config.model}",
+        f"{config.data}: {d['proxy_n']} proxy / {d['test_n']} test facts, pool of {d['pool_n']} for mass editing; "
+        f"candidate layers {ctx.layers[0]}..{ctx.layers[-1]} ({len(ctx.layers)})"
+        + (" (--quick)" if config.quick else ""),
     )
     data_lines = [
-        f"Facts: {cfg.data} (offset {cfg.offset}); proxy / test split seeded {cfg.seed}, disjoint. "
+        f"Facts: {config.data} (offset {config.offset}); proxy / test split seeded {config.seed}, disjoint. "
         f"{d['records_read']} record(s) read."
     ]
-    if cfg.skip_invalid:
+    if config.skip_invalid:
         data_lines.append(
             f"--skip-invalid: {d['invalid_skipped']} invalid record(s) skipped from the file "
             f"({d['invalid_skipped_before_last_used']} among the records up to the last one used); "
@@ -224,7 +237,7 @@ def _write(ctx, figs: Path):
             speed = brute_t / m["wall_time"] if brute_t and m.get("wall_time") else None
             rows.append([label, m["layer"], m.get("distance_to_test_golden", "-"), m["n"], _num(m["wall_time"]),
                          f"{speed:.1f}x" if speed else "-", m["note"]])
-        note = (f"Test golden layer: {G} (brute force with {cfg.brute_editor} on {res['golden']['n_facts']} "
+        note = (f"Test golden layer: {G} (brute force with {config.brute_editor} on {res['golden']['n_facts']} "
                 "test facts)." if G is not None else "The test golden layer is not computed yet (brute-test part).")
         rep.table("Chosen layers", ["method", "layer", "distance to test golden", "proxy facts", "wall s",
                                     "speedup vs brute force", "note"], rows, note=note)
@@ -236,7 +249,7 @@ def _write(ctx, figs: Path):
                            f"{'yes' if g['lga_50x_faster'] else 'NO'}" + (f" ({sp:.1f}x)." if sp else "."))
     else:
         rep.text("Chosen layers", "No locating part has finished yet.")
-    for theta in cfg.thetas:
+    for theta in config.thetas:
         path = ctx.locate_dir / f"lga-{theta}.json"
         if not path.exists():
             continue
@@ -262,7 +275,7 @@ def _write(ctx, figs: Path):
         if s is not None:
             rep.figure(f"Brute force on {label}", s.plot(
                 figs / f"brute-{which}.png",
-                title=f"brute force ({cfg.brute_editor}), {s.n_used} {which} facts: mean overall per layer; "
+                title=f"brute force ({config.brute_editor}), {s.n_used} {which} facts: mean overall per layer; "
                       f"star = golden layer {s.chosen}"))
 
     # -- golden vs sample-wise
@@ -291,7 +304,7 @@ def _write(ctx, figs: Path):
             header = ["method", "layer", "overall"] + e["metrics"] + ["vs golden (overall)", "edit s (all facts)"]
             rows = [[r["method"], r["layer"], _ci(r["overall"])] + [_ci(r[m]) for m in e["metrics"]]
                     + [_diff(r["vs_golden"]), _num(r["edit_seconds"])] for r in e["rows"]]
-            kind = "each fact edited alone, then reverted" if method in ("rome", "r-rome") else \
+            kind = "each fact edited alone, then reverted" if _single(method) else \
                 "all these facts as one batch at that single layer"
             n_judged = e["rows"][0]["overall"]["n"] if e["rows"] else ctx.facts.info()["test_n"]
             rep.table(f"{method} on {n_judged} test facts at each chosen layer ({kind})",
@@ -352,5 +365,5 @@ def _write(ctx, figs: Path):
     rep.pre("Metric conventions", _conventions(ctx))
     if d["invalid_examples"]:
         rep.pre("Invalid records (first ones)", "\n".join(d["invalid_examples"]))
-    rep.pre("Settings", json.dumps(cfg.to_dict(), indent=1))
+    rep.pre("Settings", json.dumps(config.to_dict(), indent=1))
     return rep.write(out, results=res)

@@ -14,14 +14,20 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CORE_FIELDS", "EDITORS", "PARTS", "ExperimentConfig", "quick_config"]
+__all__ = ["CORE_FIELDS", "PARTS", "ExperimentConfig", "editor_choices", "quick_config"]
 
 #: the parts, in the order they run (each skips what it finished before)
 PARTS = ("lga", "cma", "brute-proxy", "brute-test", "editors", "mass-batch", "mass-sequential", "report")
-EDITORS = ("rome", "r-rome", "memit", "emmet")
-_SINGLE = ("rome", "r-rome")
 _THETAS = ("down", "mlp", "block")
 _SUITES = ("knowedit", "counterfact")
+
+def editor_choices(single: bool = False) -> tuple[str, ...]:
+    """The registered editors the study can run (`single`: only those edited fact by fact, which the
+    sequential curves and brute force take)."""
+    from golden_fast.edit.registry import editor_names, get_editor
+
+    return tuple(n for n in editor_names() if not single or get_editor(n).single)
+
 
 #: fields a resumed run must share with the run that made the folder (see the module docstring)
 CORE_FIELDS = (
@@ -184,16 +190,17 @@ class ExperimentConfig:
             _positive("layer_sample", self.layer_sample)
         if self.mass_layer is not None and (not isinstance(self.mass_layer, int) or self.mass_layer < 0):
             raise ValueError(f"mass_layer must be a non-negative layer number, got {self.mass_layer!r}")
-        for name, allowed in (("thetas", _THETAS), ("editors", EDITORS), ("suites", _SUITES),
-                              ("batch_methods", EDITORS), ("sequential_methods", _SINGLE), ("parts", PARTS)):
+        editors, single = editor_choices(), editor_choices(single=True)
+        for name, allowed in (("thetas", _THETAS), ("editors", editors), ("suites", _SUITES),
+                              ("batch_methods", editors), ("sequential_methods", single), ("parts", PARTS)):
             v = getattr(self, name)
             bad = [x for x in v if x not in allowed]
             if bad or len(set(v)) != len(v):
                 raise ValueError(f"{name}: {bad or list(v)} not allowed (distinct values of {', '.join(allowed)})")
         if not self.thetas or not self.suites:
             raise ValueError("thetas and suites need at least one value each")
-        if self.brute_editor not in EDITORS:
-            raise ValueError(f"brute_editor must be one of {EDITORS}, got {self.brute_editor!r}")
+        if self.brute_editor not in editors:
+            raise ValueError(f"brute_editor must be one of {editors}, got {self.brute_editor!r}")
         if self.lga_old_answer not in ("data", "greedy", "auto"):
             raise ValueError(f"lga_old_answer must be data, greedy or auto, got {self.lga_old_answer!r}")
         if self.cma_answer not in ("data", "greedy"):
@@ -229,17 +236,21 @@ class ExperimentConfig:
         return stops + ([self.sequential_n] if stops[-1] != self.sequential_n else [])
 
     def hparam_overrides(self) -> dict[str, Any]:
-        """Overrides every editor applies on top of its preset (`Editor(hparams=...)`)."""
-        hp: dict[str, Any] = {}
+        """Overrides every editor that has these fields applies on top of its preset
+        (`Editor(hparams=...)`; an editor without one of them, UltraEdit's statistics-free config
+        for instance, skips it)."""
+        from golden_fast.edit.editor import SharedOverrides
+
+        hparams: dict[str, Any] = SharedOverrides()
         if self.stats == "identity":
-            hp["mom2_adjustment"] = False
+            hparams["mom2_adjustment"] = False
         if self.mom2_n_samples is not None:
-            hp["mom2_n_samples"] = self.mom2_n_samples
+            hparams["mom2_n_samples"] = self.mom2_n_samples
         if self.v_steps is not None:
-            hp["v_num_grad_steps"] = self.v_steps
+            hparams["v_num_grad_steps"] = self.v_steps
         if self.templates is not None:
-            hp["context_template_length_params"] = [list(t) for t in self.templates]
-        return hp
+            hparams["context_template_length_params"] = [list(t) for t in self.templates]
+        return hparams
 
     def candidate_layers(self, n_layers: int) -> list[int]:
         """The candidate layers for a model with `n_layers` layers."""

@@ -23,15 +23,14 @@ import numpy as np
 from torch import nn
 
 from golden_fast.edit import Editor
+from golden_fast.edit.editor import SharedOverrides
+from golden_fast.edit.registry import get_editor
 from golden_fast.evaluate import EvalReport, evaluate
 from golden_fast.experiment.memory import measure_peak
-from golden_fast.experiment.store import append_jsonl, check_meta, read_json, read_jsonl, write_json
+from golden_fast.fileio import append_jsonl, check_meta, read_json, read_jsonl, write_json
 from golden_fast.locate.brute_force import request_key
 
 __all__ = ["EditorLayerResult", "editor_matrix", "run_editors"]
-
-_SINGLE = ("rome", "r-rome")
-
 
 @dataclasses.dataclass
 class EditorLayerResult:
@@ -47,7 +46,12 @@ class EditorLayerResult:
 
 
 def _path(folder: Path, method: str, layer: int) -> Path:
-    return folder / f"{method}-L{layer:02d}.{'jsonl' if method in _SINGLE else 'json'}"
+    return folder / f"{method}-L{layer:02d}.{'jsonl' if _single_editor(method) else 'json'}"
+
+
+def _single_editor(method: str) -> bool:
+    """Single editors (ROME-style) are judged fact by fact, each edit alone; the others as a batch."""
+    return get_editor(method).single
 
 
 def _single(model, tok, facts, keys, pre, suites, method, layer, hp, moments, group_size, path: Path,
@@ -55,7 +59,7 @@ def _single(model, tok, facts, keys, pre, suites, method, layer, hp, moments, gr
     rows = {r["key"]: r for r in read_jsonl(path)}
     todo = [i for i, k in enumerate(keys) if k not in rows]
     if todo:
-        ed = Editor(model, tok, method, layers=[layer], hparams=dict(hp), stats=moments, progress=False)
+        ed = Editor(model, tok, method, layers=[layer], hparams=SharedOverrides(hp), stats=moments, progress=False)
 
         def record(j: int, req: Any, res: Any) -> None:
             # called while this fact's edit is applied; edit_each reverts it afterwards
@@ -83,7 +87,7 @@ def _batch(model, tok, facts, keys, pre, suites, method, layer, hp, moments, pat
            progress: bool) -> EditorLayerResult:
     done = read_json(path)
     if done is None or done.get("keys") != list(keys):
-        ed = Editor(model, tok, method, layers=[layer], hparams=dict(hp), stats=moments, progress=progress)
+        ed = Editor(model, tok, method, layers=[layer], hparams=SharedOverrides(hp), stats=moments, progress=progress)
         t0 = time.perf_counter()
         with measure_peak() as mem:
             res = ed.edit(list(facts), mode="batch")
@@ -104,7 +108,7 @@ def _batch(model, tok, facts, keys, pre, suites, method, layer, hp, moments, pat
 
 def run_editors(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     facts: Sequence[Any],
     layers: Sequence[int],
     methods: Sequence[str],
@@ -135,11 +139,11 @@ def run_editors(
     for method in methods:
         for layer in layers:
             path = _path(folder, method, int(layer))
-            if method in _SINGLE:
-                r = _single(model, tokenizer, facts, keys, pre, suites, method, int(layer), hparams or {}, moments,
+            if _single_editor(method):
+                r = _single(model, tok, facts, keys, pre, suites, method, int(layer), hparams or {}, moments,
                             group_size, path, progress)
             else:
-                r = _batch(model, tokenizer, facts, keys, pre, suites, method, int(layer), hparams or {}, moments,
+                r = _batch(model, tok, facts, keys, pre, suites, method, int(layer), hparams or {}, moments,
                            path, progress)
             out[(method, int(layer))] = r
             if on_result is not None:

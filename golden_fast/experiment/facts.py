@@ -19,7 +19,7 @@ from typing import Any
 
 from golden_fast.data import EditRequestError, load, split, validate
 from golden_fast.experiment.config import ExperimentConfig
-from golden_fast.experiment.store import read_json, write_json
+from golden_fast.fileio import read_json, write_json
 from golden_fast.locate.brute_force import request_key
 
 __all__ = ["Facts", "load_facts"]
@@ -55,16 +55,16 @@ class Facts:
         }
 
 
-def _read(cfg: ExperimentConfig, need: int) -> Facts:
-    if not cfg.skip_invalid:
+def _read(config: ExperimentConfig, need: int) -> Facts:
+    if not config.skip_invalid:
         try:
-            reqs = load(cfg.data, format=cfg.format, limit=need, offset=cfg.offset)
+            reqs = load(config.data, format=config.format, limit=need, offset=config.offset)
         except EditRequestError as exc:
             raise ValueError(
-                f"{cfg.data}: {exc} (skip_invalid / --skip-invalid keeps the valid records and counts the others)"
+                f"{config.data}: {exc} (skip_invalid / --skip-invalid keeps the valid records and counts the others)"
             ) from None
         return Facts([], [], reqs, n_read=len(reqs))
-    ok, errors = validate(cfg.data, format=cfg.format, offset=cfg.offset)
+    ok, errors = validate(config.data, format=config.format, offset=config.offset)
     used = ok[:need]
     last = used[-1].index if used and used[-1].index is not None else None
     n_used = sum(1 for e in errors if last is None or e.index is None or e.index <= last)
@@ -72,29 +72,29 @@ def _read(cfg: ExperimentConfig, need: int) -> Facts:
                  errors=[str(e) for e in errors[:_SHOWN_ERRORS]])
 
 
-def load_facts(cfg: ExperimentConfig, out: str | Path | None = None, fresh: bool = False) -> Facts:
+def load_facts(config: ExperimentConfig, out: str | Path | None = None, fresh: bool = False) -> Facts:
     """Load, split and (with `out`) record or check the split in out/split.json (`fresh`: the folder
     holds no result yet, so a different recorded split is simply replaced).
 
     Raises ValueError when the file has too few (valid) records for the sizes asked, when a record
     is malformed (without skip_invalid), or when `out` holds results made on other facts.
     """
-    split_n = cfg.proxy_n + cfg.test_n
-    need = cfg.proxy_n + cfg.pool_n
-    facts = _read(cfg, need)
+    split_n = config.proxy_n + config.test_n
+    need = config.proxy_n + config.pool_n
+    facts = _read(config, need)
     reqs = facts.pool
-    kind = "valid records" if cfg.skip_invalid else "records"
+    kind = "valid records" if config.skip_invalid else "records"
     if len(reqs) < split_n:
         raise ValueError(
-            f"{cfg.data}: {len(reqs)} {kind} after offset {cfg.offset}; proxy_n + test_n = {split_n} are needed"
+            f"{config.data}: {len(reqs)} {kind} after offset {config.offset}; proxy_n + test_n = {split_n} are needed"
         )
     if len(reqs) < need:
         raise ValueError(
-            f"{cfg.data}: {len(reqs)} {kind} after offset {cfg.offset}; the mass-editing sizes need "
-            f"{cfg.pool_n} facts beside the {cfg.proxy_n} proxy facts ({need} in all): lower --batch-sizes / "
+            f"{config.data}: {len(reqs)} {kind} after offset {config.offset}; the mass-editing sizes need "
+            f"{config.pool_n} facts beside the {config.proxy_n} proxy facts ({need} in all): lower --batch-sizes / "
             "--sequential-n or use a larger file"
         )
-    proxy, test = split(reqs[:split_n], cfg.proxy_n / split_n, seed=cfg.seed)
+    proxy, test = split(reqs[:split_n], config.proxy_n / split_n, seed=config.seed)
     facts.proxy, facts.test, facts.pool = proxy, test, test + list(reqs[split_n:need])
     if out is not None:
         _check_split(Path(out), facts, fresh)

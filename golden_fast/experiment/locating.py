@@ -52,14 +52,14 @@ def _scores(path: Path) -> LayerScores | None:
 
 
 def _save(scores: LayerScores, path: Path) -> None:
-    from golden_fast.experiment.store import write_json
+    from golden_fast.fileio import write_json
 
     write_json(path, scores.to_dict())
 
 
 def run_lga(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     proxy: Sequence[Any],
     layers: Sequence[int],
     out: str | Path,
@@ -73,13 +73,13 @@ def run_lga(
     found = {}
     for theta in thetas:
         path = out / f"lga-{theta}.json"
-        cfg = LGAConfig(theta=theta, batch_size=batch_size, old_answer=old_answer)
+        config = LGAConfig(theta=theta, batch_size=batch_size, old_answer=old_answer)
         s = _scores(path)
-        if s is not None and not _same(s.settings, dataclasses.asdict(cfg)):
+        if s is not None and not _same(s.settings, dataclasses.asdict(config)):
             print(f"LGA ({theta}): {path} was made with other settings; recomputing", flush=True)
             s = None
         if s is None:
-            s = lga(model, tokenizer, proxy, layers, cfg, progress=progress)
+            s = lga(model, tok, proxy, layers, config, progress=progress)
             _save(s, path)
             print(
                 f"LGA ({theta}) done in {s.wall_time:.1f} s: "
@@ -92,7 +92,7 @@ def run_lga(
 
 def run_cma(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     proxy: Sequence[Any],
     layers: Sequence[int],
     out: str | Path,
@@ -105,14 +105,14 @@ def run_cma(
     chooses no layer, and the reason is kept in out/cma-error.txt for the report.
     """
     out = Path(out)
-    cfg = config or CMAConfig()
-    want = dataclasses.asdict(cfg)
+    config = config or CMAConfig()
+    want = dataclasses.asdict(config)
     path, err, err_settings = out / "cma.json", out / "cma-error.txt", out / "cma-error.settings.json"
     s = _scores(path)
     if s is not None and _same(s.settings, want):
         return s
     if s is None and err.exists():
-        from golden_fast.experiment.store import read_json
+        from golden_fast.fileio import read_json
 
         made = read_json(err_settings)
         if made is not None and _same(made, want):  # (none recorded, older layout: traced again once)
@@ -120,11 +120,11 @@ def run_cma(
     if s is not None or err.exists():
         print("CMA: the results there were made with other settings; recomputing", flush=True)
     try:
-        s = causal_trace(model, tokenizer, proxy, layers, cfg, progress=progress)
+        s = causal_trace(model, tok, proxy, layers, config, progress=progress)
     except ValueError as exc:  # every proxy fact skipped: say so in the report rather than stop the study
         if "skipped" not in str(exc):
             raise
-        from golden_fast.experiment.store import write_json
+        from golden_fast.fileio import write_json
 
         out.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
@@ -142,7 +142,7 @@ def run_cma(
 
 def run_brute(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     requests: Sequence[Any],
     layers: Sequence[int],
     editor: Any,
@@ -153,7 +153,7 @@ def run_brute(
 ) -> tuple[BruteForceResult, LayerScores]:
     """Brute force over (fact, layer) pairs, resuming from the pairs folder; its LayerScores (golden
     analysis inside) are rewritten to `scores_path` from all the pairs each time (cheap)."""
-    res = brute_force(model, tokenizer, requests, layers, editor, out=pairs, progress=progress)
+    res = brute_force(model, tok, requests, layers, editor, out=pairs, progress=progress)
     s = brute_scores(res, n_boot=n_boot)
     _save(s, Path(scores_path))
     return res, s

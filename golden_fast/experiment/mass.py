@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from golden_fast.edit import EditJournal, Editor, apply_journal
+from golden_fast.edit.editor import SharedOverrides
 from golden_fast.evaluate import EvalReport, evaluate
 from golden_fast.experiment.memory import measure_peak
-from golden_fast.experiment.store import check_meta, read_json, write_json
+from golden_fast.fileio import check_meta, read_json, write_json
 from golden_fast.models import get_adapter
 
 __all__ = ["run_batch_curve", "run_sequential_curve", "summary_of"]
@@ -40,7 +41,7 @@ def summary_of(report: EvalReport) -> dict[str, dict[str, float]]:
 
 def run_batch_curve(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     pool: Sequence[Any],
     methods: Sequence[str],
     sizes: Sequence[int],
@@ -70,9 +71,9 @@ def run_batch_curve(
             point = read_json(path)
             if point is None:
                 reqs = list(pool[:n])
-                over = dict(hparams or {}) | ({"layers": list(layers)} if layers is not None else {})
+                over = SharedOverrides(dict(hparams or {}) | ({"layers": list(layers)} if layers is not None else {}))
                 try:
-                    ed = Editor(model, tokenizer, method, hparams=over, stats=moments, progress=progress)
+                    ed = Editor(model, tok, method, hparams=over, stats=moments, progress=progress)
                 except ValueError as exc:  # a preset written for another model: say which setting to give
                     raise ValueError(f"mass editing with {method}: {exc}; give its layers (mass_layers / "
                                      "--mass-layers)") from None
@@ -84,7 +85,7 @@ def run_batch_curve(
                 edit_s = time.perf_counter() - t0
                 try:
                     t1 = time.perf_counter()
-                    post = evaluate(model, tokenizer, reqs, pre=pre, suites=suites)
+                    post = evaluate(model, tok, reqs, pre=pre, suites=suites)
                     eval_s = time.perf_counter() - t1
                 finally:
                     res.revert()
@@ -107,7 +108,7 @@ def _journals(folder: Path) -> dict[int, Path]:
 
 def run_sequential_curve(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     pool: Sequence[Any],
     method: str,
     layer: int,
@@ -150,7 +151,7 @@ def run_sequential_curve(
     try:
         for stop in kept:
             apply_journal(model, EditJournal.load(journals[stop]))
-        ed = Editor(model, tokenizer, method, layers=[layer], hparams=dict(hparams or {}), stats=moments,
+        ed = Editor(model, tok, method, layers=[layer], hparams=SharedOverrides(hparams or {}), stats=moments,
                     progress=False, revert_each=False)
         todo = [c for c in checkpoints if c > done]
         if progress and todo:
@@ -166,7 +167,7 @@ def run_sequential_curve(
             edit_s = time.perf_counter() - t0
             res.journal.save(folder / f"journal-{stop:05d}", overwrite=True)
             t1 = time.perf_counter()
-            post = evaluate(model, tokenizer, list(pool[:stop]), pre=pre, suites=suites)
+            post = evaluate(model, tok, list(pool[:stop]), pre=pre, suites=suites)
             eval_s = time.perf_counter() - t1
             cum += edit_s
             norm = float((adapter.down_weight(layer).detach() - W0).double().norm())

@@ -7,9 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from golden_fast.evaluate.report import HEADLINE_METRICS
+
 __all__ = ["plot_editor_layers", "plot_mass_cost", "plot_mass_quality"]
 
-_QUALITY = ("rewrite_acc", "rephrase_acc", "locality", "portability", "efficacy", "paraphrase", "neighborhood")
+_QUALITY = tuple(m for m in HEADLINE_METRICS if m != "score")  # rates on one 0-1 axis
 
 
 def _plt():

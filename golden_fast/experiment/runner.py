@@ -21,11 +21,11 @@ from typing import Any
 from golden_fast.edit.target_cache import TargetCache, reuse_targets
 from golden_fast.experiment.config import PARTS, ExperimentConfig
 from golden_fast.experiment.facts import Facts, load_facts
-from golden_fast.experiment.store import check_meta, has_results, read_json, write_json
+from golden_fast.fileio import check_meta, has_results, read_json, write_json
 
 __all__ = ["Context", "run_experiment"]
 
-# files of the output folder that record settings, not measurements (see store.check_meta)
+# files of the output folder that record settings, not measurements (see fileio.check_meta)
 _NOT_RESULTS = ("meta.json", "config.json", "data.json", "split.json", "timings.json")
 
 
@@ -33,9 +33,9 @@ _NOT_RESULTS = ("meta.json", "config.json", "data.json", "split.json", "timings.
 class Context:
     """What every part needs: the settings, the model, the facts, the candidate layers, the folder."""
 
-    cfg: ExperimentConfig
+    config: ExperimentConfig
     model: Any
-    tokenizer: Any
+    tok: Any
     facts: Facts
     layers: list[int]
     out: Path
@@ -48,7 +48,7 @@ class Context:
 
     def editor_spec(self) -> dict[str, Any]:
         """The brute-force editor: method and hyperparameter overrides (statistics: the cache)."""
-        return {"method": self.cfg.brute_editor, "hparams": self.cfg.hparam_overrides() or None}
+        return {"method": self.config.brute_editor, "hparams": self.config.hparam_overrides() or None}
 
     def model_meta(self) -> dict[str, Any]:
         from golden_fast.models.identity import model_identity
@@ -59,16 +59,16 @@ class Context:
         """One `Moments` for every editor of the editors and mass parts, with the R-ROME preset's corpus
         settings (and mom2_n_samples when given); None with stats="identity" (the editors then use C = I).
         All candidate layers and `layers` come from one corpus pass, cached on disk."""
-        if self.cfg.stats == "identity":
+        if self.config.stats == "identity":
             return None
         if self._moments is None:
             from golden_fast.edit import Editor
             from golden_fast.edit.moments import Moments
 
-            hp = Editor(self.model, self.tokenizer, "r-rome", layers=[self.layers[0]],
-                        hparams=self.cfg.hparam_overrides() or None, progress=False).hparams
+            hparams = Editor(self.model, self.tok, "r-rome", layers=[self.layers[0]],
+                        hparams=self.config.hparam_overrides() or None, progress=False).hparams
             every = tuple(sorted(set(self.layers) | set(layers)))
-            self._moments = Moments.resolve(None, self.model, self.tokenizer, dataclasses.replace(hp, layers=every))
+            self._moments = Moments.resolve(None, self.model, self.tok, dataclasses.replace(hparams, layers=every))
         return self._moments
 
     def pre(self) -> Any:
@@ -80,12 +80,12 @@ class Context:
             keys = [request_key(r) for r in self.facts.pool]
             path = self.out / "pre.json"
             stored = read_json(path)
-            if stored is not None and stored.get("keys") == keys and stored.get("suites") == list(self.cfg.suites):
+            if stored is not None and stored.get("keys") == keys and stored.get("suites") == list(self.config.suites):
                 self._pre = EvalReport.from_dict(stored["report"])
             else:
                 print(f"evaluating the unedited model on {len(keys)} fact(s) (locality reference)", flush=True)
-                self._pre = evaluate(self.model, self.tokenizer, self.facts.pool, suites=self.cfg.suites)
-                write_json(path, {"keys": keys, "suites": list(self.cfg.suites), "report": self._pre.to_dict()})
+                self._pre = evaluate(self.model, self.tok, self.facts.pool, suites=self.config.suites)
+                write_json(path, {"keys": keys, "suites": list(self.config.suites), "report": self._pre.to_dict()})
         return self._pre
 
 
@@ -95,8 +95,8 @@ class Context:
 def _part_lga(ctx: Context) -> str:
     from golden_fast.experiment.locating import run_lga
 
-    found = run_lga(ctx.model, ctx.tokenizer, ctx.facts.proxy, ctx.layers, ctx.locate_dir, ctx.cfg.thetas,
-                    ctx.cfg.lga_batch_size, ctx.cfg.lga_old_answer, progress=ctx.cfg.progress)
+    found = run_lga(ctx.model, ctx.tok, ctx.facts.proxy, ctx.layers, ctx.locate_dir, ctx.config.thetas,
+                    ctx.config.lga_batch_size, ctx.config.lga_old_answer, progress=ctx.config.progress)
     return ", ".join(f"{t}: layer {s.chosen}" for t, s in found.items())
 
 
@@ -104,8 +104,8 @@ def _part_cma(ctx: Context) -> str:
     from golden_fast.experiment.locating import run_cma
     from golden_fast.locate.causal_trace import CMAConfig
 
-    c = ctx.cfg
-    s = run_cma(ctx.model, ctx.tokenizer, ctx.facts.proxy, ctx.layers, ctx.locate_dir,
+    c = ctx.config
+    s = run_cma(ctx.model, ctx.tok, ctx.facts.proxy, ctx.layers, ctx.locate_dir,
                 CMAConfig(samples=c.cma_samples, answer=c.cma_answer, window=c.cma_window), progress=c.progress)
     if s is None:
         return "no layer: every proxy fact skipped (try --cma-answer greedy)"
@@ -115,10 +115,10 @@ def _part_cma(ctx: Context) -> str:
 def _part_brute(ctx: Context, which: str) -> str:
     from golden_fast.experiment.locating import run_brute
 
-    c = ctx.cfg
+    c = ctx.config
     reqs = ctx.facts.proxy[: c.brute_proxy_n] if which == "proxy" else ctx.facts.test[: c.test_brute_n]
     pairs = ctx.locate_dir / ("brute-proxy" if which == "proxy" else "test-pairs")
-    _, s = run_brute(ctx.model, ctx.tokenizer, reqs, ctx.layers, ctx.editor_spec(), pairs,
+    _, s = run_brute(ctx.model, ctx.tok, reqs, ctx.layers, ctx.editor_spec(), pairs,
                      ctx.locate_dir / f"brute-{which}.json", n_boot=c.n_boot, progress=c.progress)
     gap = s.extra["golden"]["gap"]["overall"]
     label = "brute-force choice" if which == "proxy" else "test golden layer"
@@ -136,7 +136,7 @@ def eval_layers(ctx: Context) -> tuple[list[int], int | None]:
 
     truth_path = ctx.locate_dir / "brute-test.json"
     golden = LayerScores.from_json(truth_path).chosen if truth_path.exists() else None
-    chosen = {int(m["layer"]) for m in chosen_layers(ctx.locate_dir, ctx.cfg.thetas).values()}
+    chosen = {int(m["layer"]) for m in chosen_layers(ctx.locate_dir, ctx.config.thetas).values()}
     if not chosen and golden is None:
         raise ValueError("the editors part needs a chosen layer: run a locating part (lga, cma, brute-proxy, "
                          "brute-test) first")
@@ -146,10 +146,10 @@ def eval_layers(ctx: Context) -> tuple[list[int], int | None]:
 def _part_editors(ctx: Context) -> str:
     from golden_fast.experiment.editors import run_editors
 
-    c = ctx.cfg
+    c = ctx.config
     layers, golden = eval_layers(ctx)
     test = ctx.facts.test[: c.editors_n]
-    res = run_editors(ctx.model, ctx.tokenizer, test, layers, c.editors, ctx.out / "editors", ctx.pre(),
+    res = run_editors(ctx.model, ctx.tok, test, layers, c.editors, ctx.out / "editors", ctx.pre(),
                       hparams=c.hparam_overrides(), moments=ctx.moments(layers), suites=c.suites,
                       group_size=c.group_size, meta=ctx.model_meta(), progress=c.progress)
     pending = "" if golden is not None else ("; the test golden layer is not known yet (brute-test unfinished): "
@@ -161,13 +161,13 @@ def mass_layer(ctx: Context) -> int:
     """The sequential editors' layer: the configured one, else the layer LGA (paper variant) chose."""
     from golden_fast.experiment.locating import PAPER, chosen_layers
 
-    if ctx.cfg.mass_layer is not None:
+    if ctx.config.mass_layer is not None:
         from golden_fast.models import get_adapter
 
         n = get_adapter(ctx.model).n_layers
-        if ctx.cfg.mass_layer >= n:
-            raise ValueError(f"mass_layer {ctx.cfg.mass_layer} out of range: the model has {n} layers")
-        return ctx.cfg.mass_layer
+        if ctx.config.mass_layer >= n:
+            raise ValueError(f"mass_layer {ctx.config.mass_layer} out of range: the model has {n} layers")
+        return ctx.config.mass_layer
     found = chosen_layers(ctx.locate_dir, ("down",))
     if PAPER not in found:
         raise ValueError("the sequential curve needs a layer: run the lga part (theta down) first, or give mass_layer")
@@ -177,7 +177,7 @@ def mass_layer(ctx: Context) -> int:
 def _part_mass_batch(ctx: Context) -> str:
     from golden_fast.experiment.mass import run_batch_curve
 
-    c = ctx.cfg
+    c = ctx.config
     if not c.batch_methods:
         return "no batch method"
     layers = list(c.mass_layers or [])
@@ -186,11 +186,11 @@ def _part_mass_batch(ctx: Context) -> str:
 
         for m in c.batch_methods:
             try:
-                layers += Editor(ctx.model, ctx.tokenizer, m, hparams=c.hparam_overrides() or None,
+                layers += Editor(ctx.model, ctx.tok, m, hparams=c.hparam_overrides() or None,
                                  progress=False).layers
             except ValueError:  # a preset for another model: run_batch_curve says which setting to give
                 pass
-    curves = run_batch_curve(ctx.model, ctx.tokenizer, ctx.facts.pool, c.batch_methods, c.batch_sizes,
+    curves = run_batch_curve(ctx.model, ctx.tok, ctx.facts.pool, c.batch_methods, c.batch_sizes,
                              ctx.out / "mass" / "batch", ctx.pre(), layers=c.mass_layers,
                              hparams=c.hparam_overrides(), moments=ctx.moments(layers),
                              suites=c.suites, meta=ctx.model_meta(), progress=c.progress)
@@ -200,13 +200,13 @@ def _part_mass_batch(ctx: Context) -> str:
 def _part_mass_sequential(ctx: Context) -> str:
     from golden_fast.experiment.mass import run_sequential_curve
 
-    c = ctx.cfg
+    c = ctx.config
     if not c.sequential_methods:
         return "no sequential method"
     layer = mass_layer(ctx)
     done = []
     for method in c.sequential_methods:
-        curve = run_sequential_curve(ctx.model, ctx.tokenizer, ctx.facts.pool, method, layer, c.checkpoints(),
+        curve = run_sequential_curve(ctx.model, ctx.tok, ctx.facts.pool, method, layer, c.checkpoints(),
                                      ctx.out / "mass" / f"sequential-{method}", ctx.pre(),
                                      hparams=c.hparam_overrides(), moments=ctx.moments([layer]), suites=c.suites,
                                      meta=ctx.model_meta(), progress=c.progress)
@@ -240,32 +240,33 @@ def _add_time(out: Path, part: str, seconds: float) -> None:
     write_json(out / "timings.json", t)
 
 
-def run_experiment(cfg: ExperimentConfig, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+def run_experiment(config: ExperimentConfig, model: Any = None, tok: Any = None) -> dict[str, Any]:
     """Run (or resume) the study; returns {"out", "report", "parts": {part: one-line status}}.
 
-    model, tokenizer: an already loaded model (tests); None loads `cfg.model`.
+    model, tokenizer: an already loaded model (tests); None loads `config.model`.
     """
     from golden_fast.models import get_adapter, load_model
 
-    out = Path(cfg.out)
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    check_meta(out, cfg.core(), "experiment", ignore=_NOT_RESULTS)
+    check_meta(out, config.core(), "experiment", ignore=_NOT_RESULTS)
     t0 = time.perf_counter()
-    facts = load_facts(cfg, out, fresh=not has_results(out, _NOT_RESULTS))
-    if cfg.skip_invalid:
-        print(f"{cfg.data}: skipped {facts.n_invalid} invalid record(s) of {facts.n_read} read "
+    facts = load_facts(config, out, fresh=not has_results(out, _NOT_RESULTS))
+    if config.skip_invalid:
+        print(f"{config.data}: skipped {facts.n_invalid} invalid record(s) of {facts.n_read} read "
               f"({facts.n_invalid_used} before the last record used)"
               + (f"; first: {facts.errors[0]}" if facts.errors else ""), flush=True)
     if model is None:
-        model, tokenizer = load_model(cfg.model)
-    layers = cfg.candidate_layers(get_adapter(model).n_layers)
-    write_json(out / "config.json", cfg.to_dict())
+        model, tok = load_model(config.model)
+    layers = config.candidate_layers(get_adapter(model).n_layers)
+    write_json(out / "config.json", config.to_dict())
     write_json(out / "data.json", facts.info())
-    print(f"{cfg.model} ready in {time.perf_counter() - t0:.1f} s; {len(facts.proxy)} proxy / {len(facts.test)} test "
-          f"/ {len(facts.pool)} pool facts; candidate layers {layers}; results in {out}", flush=True)
-    ctx = Context(cfg, model, tokenizer, facts, layers, out)
+    print(f"{config.model} ready in {time.perf_counter() - t0:.1f} s; {len(facts.proxy)} proxy / "
+          f"{len(facts.test)} test / {len(facts.pool)} pool facts; candidate layers {layers}; results in {out}",
+          flush=True)
+    ctx = Context(config, model, tok, facts, layers, out)
     status: dict[str, str] = {}
-    todo = [p for p in PARTS if p in cfg.parts]
+    todo = [p for p in PARTS if p in config.parts]
     result: dict[str, Any] = {"out": str(out), "report": None, "parts": status}
     # one target cache for the whole run: ROME and R-ROME share v*, MEMIT and EMMET share z, the
     # batch curve's larger batches reuse the smaller ones', the editors reuse brute force's; each

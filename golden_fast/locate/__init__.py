@@ -1,4 +1,5 @@
-"""Locating the layer to edit (SPEC §4): LGA (gradient inner products from two Gram matrices),
+"""Locating the layer to edit (FORMULAS.md, sections "LGA", "Causal tracing" and "Brute force and
+the golden layer"): LGA (gradient inner products from two Gram matrices),
 causal tracing (ROME's CMA, any architecture), brute force (edit / evaluate / revert at every
 layer), and the golden / sample-wise optimal layers of a brute-force tensor.
 

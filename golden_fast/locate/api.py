@@ -1,5 +1,6 @@
 """`locate(model, tokenizer, proxy_requests, method=...)`: one entry point for the three ways of
-finding the layer to edit (SPEC §4), each returning `LayerScores`."""
+finding the layer to edit (FORMULAS.md, sections "LGA", "Causal tracing", "Brute force and the
+golden layer"), each returning `LayerScores`."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _split(cls: type, options: dict[str, Any], extra: Sequence[str], method: str
 
 def locate(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     proxy_requests: Sequence[Any],
     method: str = "lga",
     layers: Sequence[int] | None = None,
@@ -62,18 +63,18 @@ def locate(
     if name == "lga":
         from golden_fast.locate.lga import LGAConfig, lga
 
-        cfg, rest = _split(LGAConfig, options, ("progress",), name)
-        return lga(model, tokenizer, proxy_requests, layers, cfg, progress=rest.get("progress", False))
+        config, rest = _split(LGAConfig, options, ("progress",), name)
+        return lga(model, tok, proxy_requests, layers, config, progress=rest.get("progress", False))
     if name == "cma":
         from golden_fast.locate.causal_trace import CMAConfig, causal_trace
 
-        cfg, rest = _split(CMAConfig, options, ("progress", "noise_subjects"), name)
+        config, rest = _split(CMAConfig, options, ("progress", "noise_subjects"), name)
         return causal_trace(
             model,
-            tokenizer,
+            tok,
             proxy_requests,
             layers,
-            cfg,
+            config,
             noise_subjects=rest.get("noise_subjects"),
             progress=rest.get("progress", False),
         )
@@ -84,7 +85,7 @@ def locate(
         raise ValueError(f"locate(method='brute'): unknown option(s) {unknown}; known: {sorted(_BRUTE_OPTIONS)}")
     result = brute_force(
         model,
-        tokenizer,
+        tok,
         proxy_requests,
         layers,
         editor,

@@ -1,11 +1,14 @@
-"""Brute force (SPEC §4): for each candidate layer and each proxy request, edit the request alone with
-the chosen editor, evaluate, revert; the result is the tensor M[request, layer, metric].
+"""Brute force: for each candidate layer and each proxy request, edit the request alone with
+the chosen editor, evaluate, revert; the result is the tensor M[request, layer, metric], from which
+golden_fast/locate/golden.py takes the golden layer G = argmax_l mean_i M(i, l) and the sample-wise
+optima (FORMULAS.md, section "Brute force and the golden layer").
 
 Resumable: with `out=DIR`, each (request, layer) result is appended to DIR/pairs.jsonl as soon as
-it is measured (one JSON line, flushed), and a later call with the same settings skips the pairs
-already there, so a long run can finish in parts and runs over different request or layer sets share
-their pairs. DIR/meta.json holds the settings (model identity, method, hyperparameters but the layer,
-statistics, suites); a call with other settings refuses the directory rather than mixing results.
+it is measured (one JSON line, on disk before the next pair starts), and a later call with the
+same settings skips the pairs already there, so a long run can finish in parts and runs over
+different request or layer sets share their pairs. DIR/meta.json holds the settings (model
+identity, method, hyperparameters but the layer, statistics, suites); once a result is there, a
+call with other settings refuses the directory rather than mixing results.
 
 Locality is measured against the unedited model's predictions, computed once per call (a batched
 pass over the proxy requests, seconds).
@@ -26,12 +29,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from golden_fast.fileio import append_jsonl, atomic_write_json, check_meta, read_jsonl
 from golden_fast.models import get_adapter
 
 __all__ = ["BruteForceResult", "brute_force", "request_key"]
 
 _PAIRS = "pairs.jsonl"
-_META = "meta.json"
 _PRE = "pre_seconds.json"
 
 
@@ -121,33 +124,13 @@ def _stats_fingerprint(stats: Any, hp: Any) -> str:
 
 
 def _read_pairs(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    # the experiment's JSONL reader: a torn last line (an interrupted write) is cut off and re-run
-    from golden_fast.experiment.store import read_jsonl
-
+    # a torn last line (an interrupted write) is cut off, and that pair runs again
     return {(row["key"], int(row["layer"])): row for row in read_jsonl(path)}
-
-
-def _check_meta(out: Path, meta: dict[str, Any]) -> None:
-    path = out / _META
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-        if diff:
-            raise ValueError(
-                f"{out}: results there were made with other settings ({', '.join(diff)} differ: "
-                + "; ".join(f"{k}: stored {old.get(k)!r}, now {meta.get(k)!r}" for k in diff[:3])
-                + "); use another directory"
-            )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, path)
 
 
 def brute_force(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     requests: Sequence[Any],
     layers: Sequence[int] | None = None,
     editor: Any = None,
@@ -193,11 +176,11 @@ def brute_force(
 
     method, hparams, stats = _editor_spec(editor)
     # resolves the method's hyperparameters (preset, overrides, file) once, for every layer
-    first = Editor(model, tokenizer, method, layers=[layers[0]], hparams=hparams, stats=stats, progress=False)
+    first = Editor(model, tok, method, layers=[layers[0]], hparams=hparams, stats=stats, progress=False)
     hp_all = dataclasses.replace(first.hparams, layers=tuple(layers))
     # one Moments for every layer: from the cache, all candidate layers are computed in one pass
     # (a custom method without mom2_adjustment gets `stats` as given)
-    moments = Moments.resolve(stats, model, tokenizer, hp_all) if hasattr(hp_all, "mom2_adjustment") else stats
+    moments = Moments.resolve(stats, model, tok, hp_all) if hasattr(hp_all, "mom2_adjustment") else stats
     meta = {
         "model": model_identity(model),
         "method": first.method,
@@ -209,39 +192,38 @@ def brute_force(
     pairs_path = None
     if out is not None:
         out = Path(out)
-        _check_meta(out, meta)
+        check_meta(out, meta, "brute-force search")
         pairs_path = out / _PAIRS
         done = _read_pairs(pairs_path)
 
     todo = [(i, layer) for i in range(len(requests)) for layer in layers if (keys[i], layer) not in done]
     t0 = time.perf_counter()
-    pre = evaluate(model, tokenizer, requests, suites=suites) if todo else None
+    pre = evaluate(model, tok, requests, suites=suites) if todo else None
     pre_seconds = time.perf_counter() - t0
     if out is not None:  # counted once per directory, so a resumed run reports the same total
         pre_path = out / _PRE
         if pre_path.exists():
             pre_seconds = float(json.loads(pre_path.read_text())["seconds"])
         elif pre is not None:
-            pre_path.write_text(json.dumps({"seconds": pre_seconds}))
+            atomic_write_json(pre_path, {"seconds": pre_seconds})
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc=f"brute force ({first.method})", unit="edit")
     editors: dict[int, Any] = {}
-    f = pairs_path.open("a", encoding="utf-8") if pairs_path is not None else None
     try:
         for i, layer in todo:
             req = requests[i]
             ed = editors.get(layer)
             if ed is None:
                 ed = editors[layer] = Editor(
-                    model, tokenizer, method, layers=[layer], hparams=hparams, stats=moments, progress=False
+                    model, tok, method, layers=[layer], hparams=hparams, stats=moments, progress=False
                 )
             t1 = time.perf_counter()
             res = ed.edit([req])
             try:
-                post = evaluate(model, tokenizer, [req], pre=pre, suites=suites)
+                post = evaluate(model, tok, [req], pre=pre, suites=suites)
             finally:
                 res.revert()
             row = {
@@ -254,15 +236,12 @@ def brute_force(
                 "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", [])}),
             }
             done[(keys[i], layer)] = row
-            if f is not None:
-                f.write(json.dumps(row, default=float) + "\n")
-                f.flush()
+            if pairs_path is not None:
+                append_jsonl(pairs_path, row)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"{req.ref} @ {layer}")
     finally:
-        if f is not None:
-            f.close()
         if bar is not None:
             bar.close()
 

@@ -1,5 +1,5 @@
-"""CMA, causal tracing (Meng et al. 2022, ROME; SPEC §4), for every architecture an adapter knows
-(ROME's code traces GPT-2, GPT-J and GPT-NeoX only).
+"""CMA, causal tracing (Meng et al. 2022, ROME; FORMULAS.md, section "Causal tracing"), for every
+architecture an adapter knows (ROME's code traces GPT-2, GPT-J and GPT-NeoX only).
 
 For each request:
 1. clean run: P_clean(answer) at the last prompt token, and the clean outputs of every layer's
@@ -106,13 +106,13 @@ class CMAConfig:
 
 def default_noise_subjects() -> list[str] | None:
     """The known_1000 subjects (ROME's noise reference) when the file is found: $GOLDEN_FAST_KNOWN1000,
-    else $GOLDEN_FAST_DATA/known_1000.json, else ../shared/data/known_1000.json beside this checkout."""
+    else $GOLDEN_FAST_DATA/known_1000.json, else shared/data/known_1000.json in the folder that holds
+    this checkout (a development layout; an installed package does not have it)."""
     from golden_fast.data import load
+    from golden_fast.data.location import data_dir
 
-    cands = [os.environ.get("GOLDEN_FAST_KNOWN1000")]
-    if os.environ.get("GOLDEN_FAST_DATA"):
-        cands.append(str(Path(os.environ["GOLDEN_FAST_DATA"]) / "known_1000.json"))
-    cands.append(str(Path(__file__).resolve().parents[3] / "shared" / "data" / "known_1000.json"))
+    root = data_dir()
+    cands = [os.environ.get("GOLDEN_FAST_KNOWN1000"), str(root / "known_1000.json") if root else None]
     for c in cands:
         if c and Path(c).is_file():
             return [r.subject for r in load(c, format="known1000")]
@@ -120,16 +120,16 @@ def default_noise_subjects() -> list[str] | None:
 
 
 @torch.no_grad()
-def noise_std(model: nn.Module, tokenizer: Any, subjects: Sequence[str]) -> float:
+def noise_std(model: nn.Module, tok: Any, subjects: Sequence[str]) -> float:
     """Std of the embedding-layer outputs over every (non-special) token of the subjects (ROME's
     `collect_embedding_std`, with BOS and other special tokens left out)."""
     adapter = get_adapter(model)
     emb = adapter.embeddings()
     device = adapter.lm_head().weight.device
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special = set(getattr(tok, "all_special_ids", []) or [])
     rows = []
     for s in subjects:
-        ids = [i for i in tokenizer(s)["input_ids"] if i not in special]
+        ids = [i for i in tok(s)["input_ids"] if i not in special]
         if ids:
             rows.append(emb(torch.tensor([ids], device=device))[0].float())
     if not rows:
@@ -141,22 +141,22 @@ def noise_std(model: nn.Module, tokenizer: Any, subjects: Sequence[str]) -> floa
 # ---- tracing ---------------------------------------------------------------------------------------
 
 
-def _subject_range(tokenizer: Any, req: Any) -> tuple[list[int], int, int]:
+def _subject_range(tok: Any, req: Any) -> tuple[list[int], int, int]:
     """(ids of the filled prompt, first subject token, last subject token + 1): the first token is the
     first non-special one overlapping the subject's characters (ROME's `find_token_range`)."""
-    ids, last = subject_last_token(tokenizer, req.template, req.subject)
+    ids, last = subject_last_token(tok, req.template, req.subject)
     text, start = fill(req.template, req.subject)
     end = start + len(req.subject)
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special = set(getattr(tok, "all_special_ids", []) or [])
     try:
-        enc = tokenizer(text, return_offsets_mapping=True)
+        enc = tok(text, return_offsets_mapping=True)
         first = next(
             i
             for i, (a, b) in enumerate(enc["offset_mapping"])
             if enc["input_ids"][i] not in special and b > a and a < end and b > start
         )
     except (NotImplementedError, TypeError, ValueError, StopIteration):  # no offsets: count tokens before it
-        first = len(tokenizer(text[:start])["input_ids"])
+        first = len(tok(text[:start])["input_ids"])
     return ids, min(first, last), last + 1
 
 
@@ -189,7 +189,7 @@ def _restored(
     answer: int,
     configs: Sequence[tuple[int, Sequence[int]]],
     clean: dict[int, torch.Tensor],
-    cfg: CMAConfig,
+    config: CMAConfig,
     sigma: float,
 ) -> tuple[float, np.ndarray]:
     """(P_corrupted, mean P(answer) over the noisy copies for each configuration (token, layers to
@@ -202,14 +202,14 @@ def _restored(
     computation.
     """
     device = adapter.lm_head().weight.device
-    S = cfg.samples
+    S = config.samples
     b, e = subj
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(config.seed)
     noise = (torch.randn(S, e - b, adapter.d_model, generator=g) * sigma).to(device)  # the same for every config
-    site = _SITE[cfg.kind]
+    site = _SITE[config.kind]
     # chunks of configurations in order of their first restored layer; a chunk runs from the lowest
     # first layer among its members (full batches, at the price of a few blocks recomputed)
-    per = max(1, cfg.batch_rows // S)  # configurations per forward pass
+    per = max(1, config.batch_rows // S)  # configurations per forward pass
     order = sorted(range(len(configs)), key=lambda i: min(configs[i][1]))
     chunks = [order[lo : lo + per] for lo in range(0, len(order), per)]
     starts = sorted({min(configs[c[0]][1]) for c in chunks})
@@ -277,7 +277,7 @@ class TraceResult:
 
 
 def _trace_one(
-    model, tok, req, layers, positions, cfg: CMAConfig, sigma: float, skip_wrong: bool = False
+    model, tok, req, layers, positions, config: CMAConfig, sigma: float, skip_wrong: bool = False
 ) -> TraceResult:
     """Trace one request; with `skip_wrong`, a request the clean model gets wrong stops after the
     clean pass (its `scores` are then empty: nothing was restored)."""
@@ -285,10 +285,10 @@ def _trace_one(
     device = adapter.lm_head().weight.device
     ids, b, e = _subject_range(tok, req)
     positions = [e - 1] if positions is None else list(positions)
-    site = _SITE[cfg.kind]
+    site = _SITE[config.kind]
     L = adapter.n_layers
-    needed = sorted({j for layer in layers for j in _window(layer, cfg.window, L)})
-    data_answer = _data_answer(tok, req) if cfg.answer == "data" else None
+    needed = sorted({j for layer in layers for j in _window(layer, config.window, L)})
+    data_answer = _data_answer(tok, req) if config.answer == "data" else None
     with capture(adapter, [f"layers.{j}.{site}" for j in needed]) as cap:
         p_all = _last_probs(adapter, torch.tensor([ids], device=device))[0]  # (V,)
     top_id = int(p_all.argmax())
@@ -308,15 +308,15 @@ def _trace_one(
             math.nan,
             float(p_all[answer]),
             False,
-            cfg.kind,
-            cfg.window,
+            config.kind,
+            config.window,
         )
     # cells before the subject never see the noise (causal attention): restoring them is a no-op, so
     # they are the corrupted probability itself, not worth a run
     cells = [(t, layer) for t in positions for layer in layers]
     run = [i for i, (t, _) in enumerate(cells) if t >= b]
-    configs = [(cells[i][0], list(_window(cells[i][1], cfg.window, L))) for i in run]
-    low, probs_run = _restored(adapter, ids, (b, e), answer, configs, clean, cfg, sigma)
+    configs = [(cells[i][0], list(_window(cells[i][1], config.window, L))) for i in run]
+    low, probs_run = _restored(adapter, ids, (b, e), answer, configs, clean, config, sigma)
     probs = np.full(len(cells), low)
     probs[run] = probs_run
     return TraceResult(
@@ -332,8 +332,8 @@ def _trace_one(
         low=low,
         high=float(p_all[answer]),
         correct=top_id == answer,
-        kind=cfg.kind,
-        window=cfg.window,
+        kind=config.kind,
+        window=config.window,
     )
 
 
@@ -350,19 +350,19 @@ def _data_answer(tok, req) -> int:
         raise ValueError(f"{req.ref}: field 'ground_truth': {exc}") from None
 
 
-def _sigma(model, tok, requests, cfg: CMAConfig, noise_subjects) -> tuple[float, str]:
-    if cfg.noise_std is not None:
-        return cfg.noise * cfg.noise_std, "given"
+def _sigma(model, tok, requests, config: CMAConfig, noise_subjects) -> tuple[float, str]:
+    if config.noise_std is not None:
+        return config.noise * config.noise_std, "given"
     subjects = noise_subjects if noise_subjects is not None else default_noise_subjects()
     source = "known_1000" if noise_subjects is None and subjects is not None else "given subjects"
     if subjects is None:
         subjects, source = [r.subject for r in requests], "proxy subjects"
-    return cfg.noise * noise_std(model, tok, subjects), source
+    return config.noise * noise_std(model, tok, subjects), source
 
 
 def causal_trace(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     requests: Sequence[Any],
     layers: Sequence[int] | None = None,
     config: CMAConfig | None = None,
@@ -373,7 +373,7 @@ def causal_trace(
     (skipped requests and per-request curves in `.extra`)."""
     from golden_fast.locate.scores import LayerScores
 
-    cfg = config or CMAConfig()
+    config = config or CMAConfig()
     adapter = get_adapter(model)
     layers = list(range(adapter.n_layers)) if layers is None else [int(x) for x in layers]
     for layer in layers:
@@ -385,16 +385,16 @@ def causal_trace(
     was_training = model.training
     model.eval()
     try:
-        sigma, source = _sigma(model, tokenizer, requests, cfg, noise_subjects)
+        sigma, source = _sigma(model, tok, requests, config, noise_subjects)
         it = requests
         if progress:
             from tqdm.auto import tqdm
 
-            it = tqdm(requests, desc=f"CMA ({cfg.kind})", unit="fact")
+            it = tqdm(requests, desc=f"CMA ({config.kind})", unit="fact")
         traces, skipped = [], []
         for req in it:
-            tr = _trace_one(model, tokenizer, req, layers, None, cfg, sigma, skip_wrong=cfg.skip_wrong)
-            if cfg.skip_wrong and not tr.correct:
+            tr = _trace_one(model, tok, req, layers, None, config, sigma, skip_wrong=config.skip_wrong)
+            if config.skip_wrong and not tr.correct:
                 skipped.append({"ref": req.ref, "answer": tr.answer, "p_clean": tr.high})
                 continue
             traces.append((req, tr))
@@ -426,10 +426,10 @@ def causal_trace(
         layers,
         variants,
         "indirect_effect",
-        tukey_k=cfg.tukey_k,
-        top_k=cfg.top_k,
+        tukey_k=config.tukey_k,
+        top_k=config.top_k,
         wall_time=wall,
-        settings=dataclasses.asdict(cfg) | {"noise_subjects": source},
+        settings=dataclasses.asdict(config) | {"noise_subjects": source},
         n_requests=len(requests),
         n_used=len(traces),
         extra=extra,
@@ -438,22 +438,22 @@ def causal_trace(
 
 def trace_heatmap(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     request: Any,
     config: CMAConfig | None = None,
     noise_subjects: Sequence[str] | None = None,
     layers: Sequence[int] | None = None,
 ) -> TraceResult:
     """Restored P(answer) for every (token, layer) cell of one prompt, like ROME's figures."""
-    cfg = config or CMAConfig()
+    config = config or CMAConfig()
     adapter = get_adapter(model)
     layers = list(range(adapter.n_layers)) if layers is None else [int(x) for x in layers]
     was_training = model.training
     model.eval()
     try:
-        sigma, _ = _sigma(model, tokenizer, [request], cfg, noise_subjects)
-        ids, _, _ = _subject_range(tokenizer, request)
-        return _trace_one(model, tokenizer, request, layers, range(len(ids)), cfg, sigma)
+        sigma, _ = _sigma(model, tok, [request], config, noise_subjects)
+        ids, _, _ = _subject_range(tok, request)
+        return _trace_one(model, tok, request, layers, range(len(ids)), config, sigma)
     finally:
         model.train(was_training)
 

@@ -1,4 +1,5 @@
-"""Golden and sample-wise optimal layers from a brute-force tensor M[request, layer, metric] (SPEC §4).
+"""Golden and sample-wise optimal layers from a brute-force tensor M[request, layer, metric]
+(FORMULAS.md, section "Brute force and the golden layer").
 
 - sample-wise optimal layer of request i: l*_i = argmax_l M(i, l) (ties: the lowest layer);
 - golden layer: G = argmax_l mean_i M(i, l), per metric and for "overall" (ours: the mean of the

@@ -1,4 +1,4 @@
-"""LGA, Layer Gradient Analysis (Datta, Liu, Chhabra 2026, arXiv 2602.20207; SPEC §4).
+"""LGA, Layer Gradient Analysis (Datta, Liu, Chhabra 2026, arXiv 2602.20207; FORMULAS.md, section "LGA").
 
 For each proxy request i with old answer K_i and new target K'_i, on the unedited model,
 
@@ -16,7 +16,8 @@ takes part in autograd: gradients enter at the input of the lowest candidate lay
 gradient is ever allocated, and nothing below that layer is differentiated.
 
 theta (ours: the paper says "layer parameters"):
-- "down" (default): the down-projection weight W (d x m) of layer l (SPEC's choice).
+- "down" (default): the down-projection weight W (d x m) of layer l, without its bias (the
+  matrix the editors change).
 - "mlp": every parameter of the MLP module (gate/up/down or c_fc/c_proj, with biases).
 - "block": every parameter of the decoder block (attention, MLP, norms).
 Linear maps (nn.Linear, GPT-2's Conv1D) take the Gram route; a bias contributes (sum_t g_t) .
@@ -33,18 +34,17 @@ Which tracks the brute-force golden layer best is measured (bench/locate_compare
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from golden_fast.hooks import capture, edit_site
+from golden_fast.gradients import Seq, grad_pass, no_param_grads, parts_of, scored_sequence
 from golden_fast.models import get_adapter
 from golden_fast.ops.grad_inner import grad_inner
 from golden_fast.tokens import encode_batch, target_span
@@ -60,7 +60,8 @@ OLD_ANSWERS = ("data", "greedy", "auto")
 
 @dataclasses.dataclass(frozen=True)
 class LGAConfig:
-    """Options of LGA (defaults: SPEC §4; those marked "ours" are where the paper is silent).
+    """Options of LGA (defaults: FORMULAS.md, section "LGA"; those marked "ours" are where the paper
+    is silent).
 
     Args:
         theta: "down" | "mlp" | "block": whose gradient (ours; default the down-projection).
@@ -108,238 +109,6 @@ class LGAConfig:
             raise ValueError(f"LGAConfig.top_k and batch_size must be >= 1, got {self.top_k}, {self.batch_size}")
 
 
-# ---- which parameters, which hook sites ---------------------------------------------------------
-
-
-def _is_linear(module: nn.Module) -> bool:
-    # GPT-2's Conv1D stores W as (in x out) and computes x @ W + b: the same Gram identity holds
-    return isinstance(module, nn.Linear) or (type(module).__name__ == "Conv1D" and module.weight.dim() == 2)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Part:
-    """One parameterised module of theta_l: a linear map (Gram route, weight and maybe bias) or
-    another module (per-sample VJP route, all its direct parameters)."""
-
-    layer: int
-    path: str  # inside the block ("" is the block itself)
-    module: nn.Module
-    kind: str  # "linear" | "linear_weight" | "vjp"
-
-    @property
-    def site_in(self) -> str:
-        return f"{self.layer}|{self.path}|in"
-
-    @property
-    def site_out(self) -> str:
-        return f"{self.layer}|{self.path}|out"
-
-
-class _Sites:
-    """Maps this module's site names to (module, "in" | "out") for `hooks.capture`, which only asks
-    its adapter argument for `.site(name)`: the hooks stay registered by golden_fast.hooks."""
-
-    def __init__(self, parts: Sequence[_Part]):
-        self._by = {p.site_in: (p.module, "in") for p in parts} | {p.site_out: (p.module, "out") for p in parts}
-
-    def site(self, name: str) -> tuple[nn.Module, str]:
-        return self._by[name]
-
-
-def _parts(adapter, layer: int, theta: str) -> list[_Part]:
-    if theta == "down":
-        down = adapter.down_proj(layer)
-        if not _is_linear(down):
-            raise TypeError(f"layer {layer}: the down-projection is a {type(down).__name__}, not a linear map")
-        return [_Part(layer, "down", down, "linear_weight")]  # SPEC: the weight only
-    root = adapter.mlp(layer) if theta == "mlp" else adapter.block(layer)
-    parts: list[_Part] = []
-    for path, module in root.named_modules():
-        own = list(module.parameters(recurse=False))
-        if not own:
-            continue
-        if _is_linear(module):
-            extra = [n for n, _ in module.named_parameters(recurse=False) if n not in ("weight", "bias")]
-            if extra:
-                raise NotImplementedError(f"layer {layer}: linear module {path!r} has extra parameters {extra}")
-            parts.append(_Part(layer, path, module, "linear"))
-        elif any(True for _ in module.children()):
-            names = [n for n, _ in module.named_parameters(recurse=False)]
-            raise NotImplementedError(
-                f"layer {layer}: module {path or type(module).__name__!r} holds parameters {names} next to "
-                "submodules; LGA's theta='{theta}' handles linear maps and parameterised leaf modules only"
-            )
-        else:
-            parts.append(_Part(layer, path, module, "vjp"))
-    covered = {id(p) for part in parts for p in part.module.parameters(recurse=False)}
-    missing = [n for n, p in root.named_parameters() if id(p) not in covered]
-    if missing:  # cannot happen with the rules above; a guard against silently ignoring weights
-        raise NotImplementedError(f"layer {layer}: parameters not covered by LGA's theta={theta!r}: {missing}")
-    return parts
-
-
-# ---- forward / backward passes --------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _no_param_grads(model: nn.Module) -> Iterator[None]:
-    """Parameters out of autograd for the block: backward then computes activation gradients only,
-    never a weight gradient (which is what LGA exists to avoid)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        model.eval()
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
-
-
-_MISSING = object()
-
-
-@contextlib.contextmanager
-def _recompute_blocks(adapter, low: int) -> Iterator[None]:
-    """Blocks low.. recompute their activations in backward (torch.utils.checkpoint, non-reentrant),
-    through Hugging Face's own per-block switch (`GradientCheckpointingLayer`), set on the blocks
-    alone: their submodules stay in eval mode (no dropout), and the model's settings are restored."""
-    import functools
-
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    blocks = [adapter.block(layer) for layer in range(low, adapter.n_layers)]
-    if not all(isinstance(b, GradientCheckpointingLayer) for b in blocks):
-        raise ValueError(f"LGA checkpoint=True: the {adapter.family} blocks do not support activation checkpointing")
-    names = ("gradient_checkpointing", "_gradient_checkpointing_func")
-    saved = [(b, b.training, [b.__dict__.get(n, _MISSING) for n in names]) for b in blocks]
-    fn = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
-    try:
-        for b in blocks:
-            b.gradient_checkpointing, b._gradient_checkpointing_func = True, fn
-            b.training = True  # the switch reads the block's own flag; its children keep eval mode
-        yield
-    finally:
-        for b, training, values in saved:
-            b.training = training
-            for n, v in zip(names, values):
-                if v is _MISSING:
-                    b.__dict__.pop(n, None)
-                else:
-                    setattr(b, n, v)
-
-
-@dataclasses.dataclass
-class _Seq:
-    """One scored sequence: its input ids and the positions (in the unpadded ids) whose next-token
-    prediction enters the loss, with the tokens they must predict."""
-
-    ids: list[int]
-    positions: list[int]
-    targets: list[int]
-
-
-def _sequence(ids: list[int], start: int, end: int, span: str) -> _Seq:
-    # ids[j] is predicted at position j - 1; the last token is never read, so it is not an input
-    first = start if span == "answer" else 1
-    pos = list(range(first - 1, end - 1))
-    return _Seq(list(ids[: end - 1]), pos, [ids[j + 1] for j in pos])
-
-
-class _Captured(dict):
-    """part -> (k (B, T, m), g (B, T, d)) for linear parts, (per-sample gradient (B, P)) for others."""
-
-
-def _grad_pass(
-    model: nn.Module, adapter, tok, seqs: Sequence[_Seq], parts: Sequence[_Part], low: int, cfg: LGAConfig
-) -> tuple[_Captured, list[float]]:
-    """One forward and one backward over `seqs`; returns the captured per-part tensors and the loss
-    of each sequence."""
-    device = adapter.lm_head().weight.device
-    batch = encode_batch(tok, [s.ids for s in seqs]).to(device)
-    B, T = batch.input_ids.shape
-    rows, cols, tgt = [], [], []
-    for b, s in enumerate(seqs):
-        off = batch.offsets[b]
-        rows += [b] * len(s.positions)
-        cols += [off + p for p in s.positions]
-        tgt += s.targets
-    rows_t = torch.tensor(rows, device=device)
-    cols_t = torch.tensor(cols, device=device)
-    tgt_t = torch.tensor(tgt, device=device)
-    sites = _Sites(parts)
-    ins = [p.site_in for p in parts]
-    outs = [p.site_out for p in parts]
-    # gradients enter at the lowest candidate layer's input: a leaf that needs them
-    enter = lambda t: t.detach().requires_grad_(True)  # noqa: E731
-    recompute = _recompute_blocks(adapter, low) if cfg.checkpoint else contextlib.nullcontext()
-    with (
-        torch.enable_grad(),
-        recompute,
-        edit_site(adapter, f"layers.{low}.in", enter),
-        capture(sites, ins, detach=True) as cap_in,
-        capture(sites, outs, detach=True, grads=True) as cap_out,
-    ):
-        hidden = adapter.body()(**batch.model_inputs(), use_cache=False).last_hidden_state  # (B, T, d)
-        h = hidden[rows_t, cols_t]  # (N, d): only the positions whose prediction is in the loss
-        head = adapter.lm_head()
-        logits = head(h).float()  # (N, V)
-        cap = adapter.logit_softcap
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        nll = torch.nn.functional.cross_entropy(logits, tgt_t, reduction="none")  # (N,)
-        per_seq = torch.zeros(B, dtype=nll.dtype, device=device).index_add(0, rows_t, nll)
-        if cfg.loss_reduction == "mean":
-            per_seq = per_seq / torch.tensor([len(s.positions) for s in seqs], dtype=nll.dtype, device=device)
-        # samples are independent rows: the gradient of the sum is each sample's own gradient
-        per_seq.sum().backward()
-    mask = batch.attention_mask.to(torch.bool)  # (B, T): zero rows at padding, as grad_inner expects
-    out = _Captured()
-    for p in parts:
-        k = cap_in.get(p.site_in)
-        g = cap_out.grads.get(p.site_out)
-        if k is None or g is None:
-            raise RuntimeError(
-                f"LGA: no {'input' if k is None else 'gradient'} captured at layer {p.layer} "
-                f"module {p.path!r}; is it used in the forward pass?"
-            )
-        if p.kind == "vjp":
-            out[p] = _vjp_per_sample(p.module, k, g)
-            continue
-        if k.shape[:2] != (B, T) or g.shape[:2] != (B, T):
-            raise RuntimeError(
-                f"LGA: layer {p.layer} {p.path!r}: expected (B, T, width) tensors, got "
-                f"{tuple(k.shape)} / {tuple(g.shape)}"
-            )
-        g.mul_(mask[..., None].to(g.dtype))  # in place: the captured gradient is ours alone
-        bias = getattr(p.module, "bias", None) if p.kind == "linear" else None
-        out[p] = (k, g, g.float().sum(1) if bias is not None else None)  # bias gradient: sum_t g_t (B, d)
-    return out, per_seq.detach().tolist()
-
-
-def _vjp_per_sample(module: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Per-sample gradient of the module's own parameters, flattened: (B, P). The module is run again
-    on its captured input, one sample at a time, with fresh leaf copies of its parameters."""
-    names = [n for n, _ in module.named_parameters(recurse=False)]
-    rows = []
-    for b in range(x.shape[0]):
-        params = {n: getattr(module, n).detach().clone().requires_grad_(True) for n in names}
-        with torch.enable_grad():
-            y = torch.func.functional_call(module, params, (x[b : b + 1],))
-            grads = torch.autograd.grad(y, list(params.values()), g[b : b + 1].to(y.dtype), allow_unused=True)
-        rows.append(
-            torch.cat(
-                [
-                    (gr if gr is not None else torch.zeros_like(p)).reshape(-1).float()
-                    for gr, p in zip(grads, params.values())
-                ]
-            )
-        )
-    return torch.stack(rows)  # (B, P)
-
-
 def _inner(a: Any, b: Any, kind: str) -> torch.Tensor:
     """<grad a, grad b> per sample (B,) float32, for one part."""
     if kind == "vjp":
@@ -373,7 +142,7 @@ def _greedy(model: nn.Module, adapter, tok, prompts: Sequence[list[int]], n_toke
     return [s[len(p) :] for s, p in zip(seqs, prompts)]
 
 
-def _answer_spans(model, adapter, tok, requests, cfg: LGAConfig) -> tuple[list[_Seq], list[_Seq], list[str]]:
+def _answer_spans(model, adapter, tok, requests, config: LGAConfig) -> tuple[list[Seq], list[Seq], list[str]]:
     """(old sequences, new sequences, where each old answer came from)."""
     new_seqs, old_seqs, sources = [], [], []
     n_new: list[int] = []  # answer tokens of each new target: the default length of a greedy answer
@@ -385,9 +154,9 @@ def _answer_spans(model, adapter, tok, requests, cfg: LGAConfig) -> tuple[list[_
             sp = target_span(tok, req.text, req.target_new)
         except ValueError as exc:
             raise ValueError(f"{req.ref}: field 'target_new': {exc}") from None
-        new_seqs.append(_sequence(sp.ids, sp.start, sp.end, cfg.loss_span))
+        new_seqs.append(scored_sequence(sp.ids, sp.start, sp.end, config.loss_span))
         n_new.append(sp.end - sp.start)
-        use_data = cfg.old_answer == "data" or (cfg.old_answer == "auto" and req.ground_truth is not None)
+        use_data = config.old_answer == "data" or (config.old_answer == "auto" and req.ground_truth is not None)
         if not use_data:
             old_seqs.append(None)
             need_greedy.append(i)
@@ -402,14 +171,14 @@ def _answer_spans(model, adapter, tok, requests, cfg: LGAConfig) -> tuple[list[_
             so = target_span(tok, req.text, req.ground_truth)
         except ValueError as exc:
             raise ValueError(f"{req.ref}: field 'ground_truth': {exc}") from None
-        old_seqs.append(_sequence(so.ids, so.start, so.end, cfg.loss_span))
+        old_seqs.append(scored_sequence(so.ids, so.start, so.end, config.loss_span))
         sources.append("data")
     if need_greedy:
         prompts = [list(tok(requests[i].text)["input_ids"]) for i in need_greedy]
-        counts = [cfg.greedy_tokens or n_new[i] for i in need_greedy]
+        counts = [config.greedy_tokens or n_new[i] for i in need_greedy]
         for i, p, ans in zip(need_greedy, prompts, _greedy(model, adapter, tok, prompts, counts)):
             ids = p + ans
-            old_seqs[i] = _sequence(ids, len(p), len(ids), cfg.loss_span)
+            old_seqs[i] = scored_sequence(ids, len(p), len(ids), config.loss_span)
     return old_seqs, new_seqs, sources
 
 
@@ -418,7 +187,7 @@ def _answer_spans(model, adapter, tok, requests, cfg: LGAConfig) -> tuple[list[_
 
 def lga_inner_products(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     requests: Sequence[Any],
     layers: Sequence[int] | None = None,
     config: LGAConfig | None = None,
@@ -429,7 +198,7 @@ def lga_inner_products(
     a = gradient for the old answer, b = for the new one, w.r.t. theta_l. This is everything the
     variants need; `lga` turns it into scores and a choice.
     """
-    cfg = config or LGAConfig()
+    config = config or LGAConfig()
     adapter = get_adapter(model)
     layers = list(range(adapter.n_layers)) if layers is None else [int(x) for x in layers]
     if not layers:
@@ -441,7 +210,7 @@ def lga_inner_products(
     requests = list(requests)
     if not requests:
         raise ValueError("LGA: no proxy request")
-    parts = {layer: _parts(adapter, layer, cfg.theta) for layer in layers}
+    parts = {layer: parts_of(adapter, layer, config.theta) for layer in layers}
     flat = [p for layer in layers for p in parts[layer]]
     low = min(layers)
     n, L = len(requests), len(layers)
@@ -451,13 +220,14 @@ def lga_inner_products(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc=f"LGA ({cfg.theta})", unit="fact")
-    with _no_param_grads(model):
-        old_seqs, new_seqs, sources = _answer_spans(model, adapter, tokenizer, requests, cfg)
-        for lo in range(0, n, cfg.batch_size):
-            idx = list(range(lo, min(n, lo + cfg.batch_size)))
-            cap_a, loss_a = _grad_pass(model, adapter, tokenizer, [old_seqs[i] for i in idx], flat, low, cfg)
-            cap_b, loss_b = _grad_pass(model, adapter, tokenizer, [new_seqs[i] for i in idx], flat, low, cfg)
+        bar = tqdm(total=n, desc=f"LGA ({config.theta})", unit="fact")
+    with no_param_grads(model):
+        old_seqs, new_seqs, sources = _answer_spans(model, adapter, tok, requests, config)
+        for lo in range(0, n, config.batch_size):
+            idx = list(range(lo, min(n, lo + config.batch_size)))
+            opts = dict(loss_reduction=config.loss_reduction, checkpoint=config.checkpoint)
+            cap_a, loss_a = grad_pass(model, adapter, tok, [old_seqs[i] for i in idx], flat, low, **opts)
+            cap_b, loss_b = grad_pass(model, adapter, tok, [new_seqs[i] for i in idx], flat, low, **opts)
             for j, layer in enumerate(layers):
                 s_ab = s_aa = s_bb = 0.0
                 for p in parts[layer]:
@@ -501,7 +271,7 @@ def variant_scores(
 
 def lga(
     model: nn.Module,
-    tokenizer: Any,
+    tok: Any,
     requests: Sequence[Any],
     layers: Sequence[int] | None = None,
     config: LGAConfig | None = None,
@@ -511,9 +281,9 @@ def lga(
     products in `.extra`)."""
     from golden_fast.locate.scores import LayerScores
 
-    cfg = config or LGAConfig()
+    config = config or LGAConfig()
     t0 = time.perf_counter()
-    res = lga_inner_products(model, tokenizer, requests, layers, cfg, progress=progress)
+    res = lga_inner_products(model, tok, requests, layers, config, progress=progress)
     variants = variant_scores(res["ab"], res["aa"], res["bb"], list(requests), res["layers"])
     wall = time.perf_counter() - t0
     extra = {
@@ -527,11 +297,11 @@ def lga(
         "lga",
         res["layers"],
         variants,
-        cfg.variant,
-        tukey_k=cfg.tukey_k,
-        top_k=cfg.top_k,
+        config.variant,
+        tukey_k=config.tukey_k,
+        top_k=config.top_k,
         wall_time=wall,
-        settings=dataclasses.asdict(cfg),
+        settings=dataclasses.asdict(config),
         n_requests=len(res["ab"]),
         n_used=len(res["ab"]),
         extra=extra,

@@ -1,5 +1,5 @@
-"""`LayerScores`: what every locating method returns (SPEC §4), with Tukey's fences, the choice of
-a layer, a PNG of the per-layer curve and a JSON round trip.
+"""`LayerScores`: what every locating method returns, with Tukey's fences, the choice of a layer,
+a PNG of the per-layer curve and a JSON round trip (FORMULAS.md, section "LGA", for the filter).
 
 Selection (LGA's, usable by any method): layers whose score lies outside the Tukey fences
 [Q1 - k IQR, Q3 + k IQR] (k = 1, linear-interpolated quartiles, the paper's rule) are dropped,

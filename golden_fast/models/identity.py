@@ -21,9 +21,9 @@ def model_identity(model: nn.Module) -> str:
     if cached is not None and cached[0] == version:
         return cached[1]
     h = hashlib.sha256()
-    cfg = getattr(model, "config", None)
-    if cfg is not None:
-        d = {k: v for k, v in cfg.to_dict().items() if k not in ("_name_or_path", "name_or_path", "dtype",
+    model_config = getattr(model, "config", None)
+    if model_config is not None:
+        d = {k: v for k, v in model_config.to_dict().items() if k not in ("_name_or_path", "name_or_path", "dtype",
                                                                    "torch_dtype", "transformers_version")}
         h.update(json.dumps(d, sort_keys=True, default=str).encode())
     for name, p in params:
@@ -31,7 +31,8 @@ def model_identity(model: nn.Module) -> str:
         flat = p.detach().reshape(-1)
         step = max(1, flat.numel() // 512)
         h.update(flat[::step][:512].to(torch.float64).cpu().numpy().tobytes())
-    name = str(getattr(cfg, "name_or_path", "") or getattr(cfg, "_name_or_path", "") or type(model).__name__)
+    name = str(getattr(model_config, "name_or_path", "") or getattr(model_config, "_name_or_path", "")
+               or type(model).__name__)
     name = name.rstrip("/").rsplit("/", 1)[-1] or "model"
     ident = f"{name}-{h.hexdigest()[:16]}"
     model._golden_fast_identity = (version, ident)

@@ -122,30 +122,30 @@ def build_tiny(name: str, dtype: torch.dtype = torch.float32, seed: int = 0):
     tok = tiny_tokenizer(family)
     vocab = len(tok)
     if family == "gpt2":
-        cfg = GPT2Config(
+        config = GPT2Config(
             vocab_size=vocab, n_positions=256, n_embd=64, n_layer=4, n_head=4, n_inner=128,
             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         )
     elif family == "llama":
-        cfg = LlamaConfig(
+        config = LlamaConfig(
             vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
             tie_word_embeddings=False,
         )
     else:
-        cfg = Gemma3TextConfig(
+        config = Gemma3TextConfig(
             vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
             num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
             sliding_window=16, layer_types=["sliding_attention", "sliding_attention", "full_attention",
                                             "sliding_attention"],
             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         )
-    cfg._name_or_path = name
+    config._name_or_path = name
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         if family == "gemma3":
             # Gemma initialises its norms at zero scale (weight 1+w): perturb them so the
             # tests see non-trivial norms, as in a trained model.

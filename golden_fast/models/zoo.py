@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from golden_fast.fileio import replace_dir
+
 from .tiny import TINY_NAMES, build_tiny
 
 
@@ -183,9 +185,7 @@ def fetch(name: str, force: bool = False, progress: bool = True) -> Path:
         }
         (out / "golden_fast_meta.json").write_text(json.dumps(meta, indent=2))
         del model
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(out, final)  # atomic: the entry appears whole or not at all
+        replace_dir(out, final)  # atomic: the entry appears whole or not at all
     return final
 
 

@@ -1,4 +1,10 @@
-"""The op registry and the only dispatch point of golden-fast (STYLE B2/B3).
+"""The op registry and the only dispatch point of golden-fast.
+
+An op is a named computation with a torch reference (the spec every backend is tested against) and
+optional faster backends; the algorithms call ops by name and never branch on the device. The ops:
+`mom2_update` (second moments, golden_fast/ops/mom2.py), `grad_inner` (LGA's gradient inner
+products, ops/grad_inner.py), `rank1_apply` (edit updates, ops/rank1.py) and `token_logprobs`
+(scoring head, ops/token_logprobs.py); the formulas behind them are in golden_fast/FORMULAS.md.
 
 An op is declared once, in `golden_fast/ops/<stem>.py`, next to its docstring contract and its torch
 reference; every other implementation registers itself where it is written::
@@ -19,7 +25,9 @@ extension or probes a GPU. Calling the op picks a backend in this order:
 2. `with golden_fast.ops.use_backend("torch"):` (a context variable: per thread and per task);
 3. the environment variable `GOLDEN_FAST_BACKEND`;
 4. the first available backend in `DEVICE_ORDER[device.type]` (cuda: triton, cuda, torch;
-   cpu: cpp, torch; other devices: torch).
+   cpu: cpp, panels, torch; other devices: torch).
+
+`BACKEND_KINDS` says what each backend name stands for; `report()` prints it.
 
 1-3 are requests: one that cannot be met raises `BackendUnavailableError` naming the reason. The
 value "auto" in 1-3 asks for 4, which falls back silently; `report()` says what it chose and why.
@@ -46,6 +54,7 @@ import torch
 __all__ = [
     "AUTO",
     "BACKENDS",
+    "BACKEND_KINDS",
     "DEVICE_ORDER",
     "ENV_VAR",
     "BackendUnavailableError",
@@ -57,10 +66,21 @@ __all__ = [
     "use_backend",
 ]
 
-#: Every backend name an implementation may register under.
-BACKENDS: tuple[str, ...] = ("torch", "cpp", "cuda", "triton")
+#: Every backend name an implementation may register under, and what the name stands for (a new
+#: name needs its line here: report() prints these, tests parametrise over BACKENDS).
+BACKEND_KINDS: dict[str, str] = {
+    "torch": "the reference, plain torch, any device (the spec the others are tested against)",
+    "panels": "plain torch restructured for the CPU (mom2: upper-triangle row-panel GEMMs), no build",
+    "cpp": "C++ in golden_fast._C (csrc/*.cpp, built by setup.py), CPU",
+    "cuda": "CUDA kernels in golden_fast._C (csrc/cuda/*.cu, built against a CUDA torch)",
+    "triton": "Triton kernels in kernels/<stem>.py, CUDA (the CPU under TRITON_INTERPRET=1)",
+}
+BACKENDS: tuple[str, ...] = tuple(BACKEND_KINDS)
 #: Automatic choice: first available backend for the device type of the op's first tensor.
-DEVICE_ORDER: dict[str, tuple[str, ...]] = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpp", "torch")}
+DEVICE_ORDER: dict[str, tuple[str, ...]] = {
+    "cuda": ("triton", "cuda", "torch"),
+    "cpu": ("cpp", "panels", "torch"),
+}
 _OTHER_DEVICES_ORDER: tuple[str, ...] = ("torch",)  # mps, xpu, meta...: only the reference is portable
 #: The request value meaning "choose automatically" (overrides an outer request).
 AUTO = "auto"
@@ -202,6 +222,15 @@ class Op:
         self._load_backends()
         return tuple(b for b in BACKENDS if b in self._impls)
 
+    @property
+    def declared_backends(self) -> tuple[str, ...]:
+        """Backends written for this op, whether or not they can run here: the registered ones, plus
+        "triton" when kernels/<stem>.py exists but failed to import (triton not installed). A backend
+        outside this tuple has no implementation of the op anywhere (tests generate no case for it).
+        """
+        self._load_backends()
+        return tuple(b for b in BACKENDS if b in self._impls or b in self._load_errors)
+
     def status(self, backend: str, device_type: str = "cpu") -> tuple[bool, str]:
         """(usable, reason) of one backend for one device type; never raises for a known name."""
         _check_backend(backend, f"{self.name}.status")
@@ -272,7 +301,7 @@ def _kernels_package() -> None:
     """Make `golden_fast.kernels` importable from a source checkout.
 
     setup.py installs the top-level `kernels/` folder as `golden_fast.kernels` (the name `kernels`
-    belongs to Hugging Face's kernel hub, STYLE B1). An install, editable included, resolves that;
+    belongs to Hugging Face's kernel hub on PyPI). An install, editable included, resolves that;
     running from the repository with PYTHONPATH does not, so load the folder under its package name.
     """
     if "golden_fast.kernels" in sys.modules or importlib.util.find_spec("golden_fast.kernels") is not None:
@@ -357,7 +386,9 @@ def report(device_types: tuple[str, ...] = ("cpu", "cuda")) -> str:
     env = os.environ.get(ENV_VAR, "").strip() or None
     order = ", ".join(f"{device}: {' > '.join(names)}" for device, names in DEVICE_ORDER.items())
     lines = [
-        f"golden_fast ops (requests: use_backend={request!r}, ${ENV_VAR}={env!r}; automatic order: {order})"
+        f"golden_fast ops (requests: use_backend={request!r}, ${ENV_VAR}={env!r}; automatic order: {order})",
+        "backends:",
+        *(f"  {name:<7}{kind}" for name, kind in BACKEND_KINDS.items()),
     ]
     for name in sorted(_REGISTRY):
         op = _REGISTRY[name]

@@ -1,7 +1,8 @@
 """grad_inner(k1, g1, k2, g2) -> out
 
 Inner products of per-sample weight gradients of linear maps, from their inputs and output
-gradients only (SPEC §4, LGA; Datta, Liu, Chhabra 2026). For a linear map v = W k applied at
+gradients only (LGA's per-layer gradient inner product, Datta, Liu, Chhabra 2026; see
+golden_fast/FORMULAS.md, section "LGA"). For a linear map v = W k applied at
 tokens t, the gradient is grad_W = sum_t g_t k_tᵀ, so for two token sets a and b::
 
     <grad_W a, grad_W b> = sum_{t in a} sum_{s in b} (g_t . g_s) (k_t . k_s)

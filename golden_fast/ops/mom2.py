@@ -1,7 +1,7 @@
 """mom2_update(acc, keys, mask=None) -> acc
 
-Accumulate the uncentred second moment of keys (SPEC §2, C_l = E[k kᵀ] with the sum kept
-separately from the token count), in place::
+Accumulate the uncentred second moment of keys (C_l = E[k kᵀ], kept as a sum next to its token
+count; golden_fast/FORMULAS.md, section "Second-moment statistics C_l"), in place::
 
     acc (m, m) += keys[mask]ᵀ @ keys[mask]          keys (..., m), mask keys.shape[:-1] or None
 
@@ -19,31 +19,27 @@ Contract, met by every backend:
   ValueError naming them.
 - Runs under torch.no_grad(); acc never enters an autograd graph.
 
-Backends: "torch" (below, the spec: one GEMM, both triangles) and "cpp" on the CPU: the upper
-triangle only, as one GEMM per row panel acc[i:i+s, i:] += k[:, i:i+s]ᵀ k[:, i:] (3 panels for
+Backends: "torch" (below, the spec: one GEMM, both triangles) and "panels" on the CPU (torch
+GEMMs, no C++): the upper triangle only, as one GEMM per row panel acc[i:i+s, i:] += k[:, i:i+s]ᵀ k[:, i:] (3 panels for
 m = 1536: 67% of the flops). Each element is the same T-long dot product as in the reference, and
 with MKL (torch's CPU BLAS) the result is bitwise equal to it. Panels are at least 512 rows wide
 (narrower GEMMs lose more to overhead than they save), so for m < 1024 it is the reference's
-single GEMM. Measured on 2 shared CPU cores (m = 1536 / 2048, T = 1024..4096, the sizes of a
-stats batch): 1.2-1.5x faster than one addmm_. In bench/bench_stats.py (SmolLM2, 30 layers, 1,883
-tokens, runs interleaved) the whole one pass took 13.6 s with it and 15.1 s with the reference
-(p50; on that shared machine the p20-p80 spread is as large as the gain).
+single GEMM. Why: fewer flops than the full square, with the reference's numerics. Measurements
+(CPU and GPU): bench/README.md, "Op-level measurements quoted from the ops' design notes".
 
 BLAS ?syrk through scipy (one triangle, half the flops) was tried and rejected: OpenBLAS's syrk
-accumulates with 2-3x the float32 error of MKL's GEMM (it fails the 2x-the-reference rule of
-tests/_reference_check.py for T >= 300), and its own thread pool fights torch's for the cores
-(8x slower than addmm_ at m = 128 under load).
+accumulates with more float32 error than MKL's GEMM (it fails the 2x-the-reference rule of
+tests/_reference_check.py for long T), and its own thread pool fights torch's for the cores.
 
 "triton" (kernels/mom2.py, CUDA): one program per tile of the upper triangle, masked rows never read,
 16-bit keys multiplied exactly on the tensor cores with float32 sums, Kahan-compensated chunk sums;
-TF32 is never used. Measured on an H200 (triton 3.6, torch 2.11), m = 1536, T = 4096: bf16 keys
-0.067 ms against the reference's 0.44 ms (6.5x), float32 keys 1.2x, with a max error from the
-float64 truth of 3.3e-4 (cuBLAS in the reference: 7.4e-4; a plain dot chain over T had 3.5e-3).
+TF32 is never used. Why: one triangle halves the flops, exact 16-bit products keep the
+contract's numerics, and chunk sums with Kahan compensation stay closer to the float64 truth than
+one dot chain over all of T.
 
 mom2_update_many(accs, keys, mask=None) -> accs is the same update for every layer of one batch,
 stacked: accs (L, m, m), keys (L, ..., m), one mask. The Triton backend does all layers in one
 launch (a single layer's tiles fill a GPU poorly: 78 tiles for m = 1536); on the CPU it loops.
-H200, 30 layers x 2,048 bf16 keys of m = 1536: 0.62 ms, against 7.7 ms for the reference's loop.
 """
 
 from __future__ import annotations
@@ -56,10 +52,10 @@ __all__ = [
     "check_mom2_args",
     "check_mom2_many_args",
     "mom2_update",
-    "mom2_update_cpp",
     "mom2_update_many",
-    "mom2_update_many_cpp",
+    "mom2_update_many_panels",
     "mom2_update_many_torch",
+    "mom2_update_panels",
     "mom2_update_torch",
     "symmetrize_upper",
 ]
@@ -123,16 +119,16 @@ def symmetrize_upper(acc: torch.Tensor) -> torch.Tensor:
 # (measured: 512 beats 256 and 768 for m = 1536 and 2048 at T = 512..4096).
 _PANEL_MIN_ROWS = 512
 _MAX_PANELS = 8
-_CPP_REASON = "upper triangle only, as GEMMs on row panels (torch's BLAS; no native build needed)"
+_PANELS_REASON = "upper triangle only, as GEMMs on row panels (torch's BLAS; no native build needed)"
 
 
 def _panels(m: int) -> int:
     return max(1, min(_MAX_PANELS, m // _PANEL_MIN_ROWS))
 
 
-@mom2_update.impl("cpp", devices=("cpu",), available=lambda: (True, _CPP_REASON))
+@mom2_update.impl("panels", devices=("cpu",), available=lambda: (True, _PANELS_REASON))
 @torch.no_grad()
-def mom2_update_cpp(
+def mom2_update_panels(
     acc: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     k = _rows(acc, keys, mask)  # (T, m)
@@ -146,7 +142,6 @@ def mom2_update_cpp(
         # strided view of acc, written in place by one GEMM with beta = 1.
         acc[i : i + step, i:].addmm_(kt[i : i + step], k[:, i:])  # (s, m - i)
     return acc
-
 
 
 # -- several layers at once ------------------------------------------------------------------------
@@ -184,10 +179,12 @@ def mom2_update_many_torch(accs: torch.Tensor, keys: torch.Tensor, mask: torch.T
     return accs
 
 
-@mom2_update_many.impl("cpp", devices=("cpu",), available=lambda: (True, _CPP_REASON))
+@mom2_update_many.impl("panels", devices=("cpu",), available=lambda: (True, _PANELS_REASON))
 @torch.no_grad()
-def mom2_update_many_cpp(accs: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def mom2_update_many_panels(
+    accs: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     check_mom2_many_args(accs, keys, mask)
     for layer in range(accs.shape[0]):
-        mom2_update_cpp(accs[layer], keys[layer], mask)
+        mom2_update_panels(accs[layer], keys[layer], mask)
     return accs

@@ -1,7 +1,8 @@
 """rank1_apply(weight, u, v, transposed=False, alpha=1.0) -> weight
 
-Apply a sum of rank-one terms to a weight, in place (SPEC §3, "Applying": every ROME, R-ROME,
-MEMIT and EMMET update is U Vᵀ; the edit journal stores U and V and applies them with this op)::
+Apply a sum of rank-one terms to a weight, in place (golden_fast/FORMULAS.md, section "Applying an
+update": every ROME, R-ROME, MEMIT and EMMET update is U Vᵀ; the edit journal stores U and V and
+applies them with this op)::
 
     weight (d, m) += alpha * u @ v.T            u (d, n), v (m, n): term j is u[:, j] v[:, j]ᵀ
     transposed=True: weight is stored (m, d) (GPT-2 Conv1D) and gets alpha * v @ u.T
@@ -28,10 +29,11 @@ round into one SIMD pass over the rows for n <= 8 (OpenMP, AVX-512/AVX2/SSE2 cho
 beyond that adds BLAS-computed float32 tiles of 256 x 512 sums into the weight; float32 weights take
 the same path (torch's own GEMM is slow for 2 <= n <= 8), float64 weights an in-place GEMM. The CUDA
 kernel adds float32 sums into the weight and rounds once: a fused loop for n <= 16, a SIMT GEMM tile
-with the add as epilogue up to n = 256, cuBLAS (never TF32) on bounded row blocks beyond. On an
-H200, rank1_apply_many on 30 bf16 576 x 1536 weights took 0.22 / 0.70 / 2.1 / 12.5 ms for
-n = 1 / 100 / 1,000 / 10,000 terms each, 8.4x / 2.2x / 1.1x / 1.0x the reference's loop; on a
-float32 3840 x 15360 weight the reference's single addmm_ is faster (0.6-0.8x).
+with the add as epilogue up to n = 256, cuBLAS (never TF32) on bounded row blocks beyond. Why: one
+pass over the weight and one rounding per element, with no float32 copy of it; the gain is largest
+for 16-bit weights and few terms, while for a large float32 weight the reference's single addmm_
+can be faster. Measurements: bench/README.md, "Op-level measurements quoted from the ops' design
+notes".
 
 rank1_apply_many(weights, us, vs, transposed=False, alpha=1.0) applies stacked terms to several
 weights in one call (below); per weight it is bitwise rank1_apply on the same backend.

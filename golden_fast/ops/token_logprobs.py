@@ -26,9 +26,9 @@ Contract:
 
 The torch reference is this chunked computation itself; kernels/token_logprobs.py is the fused
 Triton kernel ("triton", CUDA: online logsumexp over vocabulary tiles, no logits in memory).
-Measured on an H200, bf16, 512 positions: SmolLM2 (V = 49,152, d = 576) 0.25 ms against the
-reference's 1.6 ms; Gemma-3-12B (V = 262,144, d = 3840, softcap 30) 2.7 ms against 28.6 ms;
-float32 inputs run at the reference's speed (no tensor cores without TF32).
+Why: no (N, V) logits ever reach memory, and 16-bit inputs use the tensor cores; float32 inputs
+gain little, since without TF32 they get no tensor cores. Measurements: bench/README.md,
+"Op-level measurements quoted from the ops' design notes".
 
 Import it as `from golden_fast.ops.token_logprobs import token_logprobs` (or
 `golden_fast.ops.get_op("token_logprobs")`): this module has the op's name, so once it is

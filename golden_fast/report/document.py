@@ -14,11 +14,12 @@ import datetime as _dt
 import html
 import json
 import math
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from golden_fast.fileio import atomic_path, atomic_write, atomic_write_json
 
 from .environment import environment
 
@@ -62,15 +63,6 @@ def _fmt(value: Any) -> str:
 def _slug(text: str) -> str:
     s = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
     return "-".join(p for p in s.split("-") if p)[:60] or "figure"
-
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if isinstance(data, str):
-        tmp.write_text(data, encoding="utf-8")
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 class Report:
@@ -180,16 +172,15 @@ class Report:
                 name = f"{len(figs):02d}-{_slug(s.title or 'figure')}.png"
                 dest = out / "figures" / name
                 if s.body[0].resolve() != dest.resolve():
-                    tmp = dest.with_name(f".{name}.tmp")
-                    shutil.copyfile(s.body[0], tmp)
-                    os.replace(tmp, dest)
+                    with atomic_path(dest) as tmp:
+                        shutil.copyfile(s.body[0], tmp)
                 fig_names[i] = name
                 figs.append(dest)
         paths = ReportPaths(out / f"{stem}.html", out / f"{stem}.md", out / "results.json", tuple(figs))
         payload = {"title": self.title, "created": created, "environment": env, "results": results or {}}
-        _atomic_write(paths.json, json.dumps(payload, indent=1, default=_json_default))
-        _atomic_write(paths.markdown, self._markdown(env, created, fig_names))
-        _atomic_write(paths.html, self._html(env, created))
+        atomic_write_json(paths.json, payload, indent=1, default=_json_default)
+        atomic_write(paths.markdown, self._markdown(env, created, fig_names))
+        atomic_write(paths.html, self._html(env, created))
         return paths
 
 

@@ -1,8 +1,9 @@
-"""Second-moment statistics C_l = E[k kᵀ] of the MLP down-projection keys (SPEC §2).
+"""Second-moment statistics C_l = E[k kᵀ] of the MLP down-projection keys (FORMULAS.md, section
+"Second-moment statistics C_l").
 
     from golden_fast.stats import StatsConfig, second_moments, get_second_moment
-    cfg = StatsConfig(corpus="model-sampled", n_samples=2000)
-    stats = second_moments(model, tok, range(30), cfg)       # one pass, cached
+    config = StatsConfig(corpus="model-sampled", n_samples=2000)
+    stats = second_moments(model, tok, range(30), config)     # one pass, cached
     C = stats[12].mean()                                      # (m, m)
     print(stats[12].conditioning())
 

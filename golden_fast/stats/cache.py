@@ -1,6 +1,7 @@
-"""On-disk cache of second moments (SPEC §2): one safetensors file per (model identity, corpus,
-layer, sample count, dtype), holding the sum AND its token count, written atomically; plus the
-checkpoint of a pass in progress, so an interrupted pass resumes.
+"""On-disk cache of second moments (FORMULAS.md, "Second-moment statistics C_l"): one safetensors
+file per (model identity, corpus, layer, sample count, dtype), holding the sum AND its token
+count, written atomically; plus the checkpoint of a pass in progress, so an interrupted pass
+resumes.
 
 Layout, under golden_fast.models.home() / "stats":
 
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from golden_fast.fileio import atomic_path
 
 __all__ = [
     "FORMAT_VERSION",
@@ -56,18 +57,9 @@ def checkpoint_path(folder: Path, layers: Sequence[int], n_samples: int, dtype: 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """safetensors file written to a temporary sibling, fsync'ed, then renamed over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+    with atomic_path(path, fsync=True) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
                   metadata={"format": FORMAT_VERSION, **metadata})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:

@@ -1,4 +1,5 @@
-"""StatsConfig: what a second-moment pass reads and how it accumulates (SPEC §2)."""
+"""StatsConfig: what a second-moment pass reads and how it accumulates (FORMULAS.md, section
+"Second-moment statistics C_l")."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ class StatsConfig:
             the anchors' corpus (ROME/MEMIT mom2_dataset); offline machines must choose another.
         n_samples: number of texts read from the corpus (ROME/MEMIT mom2_n_samples = 100,000).
             A corpus with fewer texts is used whole; the cache records how many were read.
-        dtype: accumulation dtype, "float32" (SPEC default, as ROME's mom2_dtype) or "float64".
-        max_length: texts are truncated to min(max_length, the model's context) tokens (SPEC §2).
+        dtype: accumulation dtype, "float32" (default, as ROME's mom2_dtype) or "float64".
+        max_length: texts are truncated to min(max_length, the model's context) tokens.
         batch_tokens: token budget of a batch, padding included (ours: 4096; ROME uses 3 x 1024).
             Texts are sorted by length first, so batches carry little padding. Results do not
             depend on it beyond float rounding, and it is not part of the cache key.

@@ -17,6 +17,10 @@ Sources (`StatsConfig.corpus`):
   with a 10,000-text buffer and StatsConfig.seed, first n_samples non-empty texts. Needs the
   `datasets` package and the network; both missing are a CorpusUnavailableError that names the
   offline choices. Identity: dataset, config, split, seed.
+- ``"wikitext-2"``: WikiText-2's test split from the data folder ($GOLDEN_FAST_DATA,
+  `golden_fast.data.location`), one text per paragraph, headings dropped, the release's
+  tokenisation undone (`golden_fast.data.wikitext`); texts in file order. Wikipedia text, the
+  kind the anchors use, offline. Identity: the file's size and sha256.
 - ``"model-sampled"`` (alias ``"builtin-sampled"``): the offline fallback. Texts sampled from the
   model itself: each starts with one of a fixed set of short generic prefixes ("The", "In the",
   "According to", ...) and continues with sample_length tokens of top-k sampling (top_k =
@@ -45,12 +49,13 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
+
+from golden_fast.fileio import atomic_write, iter_jsonl
 
 __all__ = [
     "HF_CORPORA",
@@ -59,7 +64,7 @@ __all__ = [
     "Corpus",
     "CorpusUnavailableError",
     "corpus_key",
-    "read_jsonl",
+    "read_jsonl_texts",
     "read_txt",
     "resolve_corpus",
     "sampled_corpus_path",
@@ -106,7 +111,7 @@ class Corpus:
     `fingerprint` identifies the source (see the module doc); `name` is for humans and paths.
     """
 
-    kind: str  # "file" | "dir" | "hf" | "sampled"
+    kind: str  # "file" | "dir" | "wikitext" | "hf" | "sampled"
     name: str
     fingerprint: str
     description: str
@@ -138,24 +143,17 @@ def read_txt(path: Path) -> Iterator[str]:
             yield piece
 
 
-def read_jsonl(path: Path, field: str = "text") -> Iterator[str]:
+def read_jsonl_texts(path: Path, field: str = "text") -> Iterator[str]:
     """The `field` of every JSON object line (a bare JSON string line is the text itself)."""
-    with Path(path).open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not JSON ({exc})") from None
-            text = rec.get(field) if isinstance(rec, dict) else rec
-            if isinstance(rec, dict) and field not in rec:
-                raise ValueError(f"{path}:{lineno}: record has no {field!r} field (keys: {sorted(rec)[:8]})")
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{lineno}: {field!r} is {type(text).__name__}, not a string")
-            text = text.strip()
-            if text:
-                yield text
+    for lineno, rec in iter_jsonl(path):
+        text = rec.get(field) if isinstance(rec, dict) else rec
+        if isinstance(rec, dict) and field not in rec:
+            raise ValueError(f"{path}:{lineno}: record has no {field!r} field (keys: {sorted(rec)[:8]})")
+        if not isinstance(text, str):
+            raise ValueError(f"{path}:{lineno}: {field!r} is {type(text).__name__}, not a string")
+        text = text.strip()
+        if text:
+            yield text
 
 
 _SUFFIXES = (".txt", ".jsonl")
@@ -188,11 +186,42 @@ def _local_corpus(root: Path, field: str) -> Corpus:
 
     def load(n: int) -> Iterator[str]:
         for p in files:
-            yield from read_txt(p) if p.suffix == ".txt" else read_jsonl(p, field)
+            yield from read_txt(p) if p.suffix == ".txt" else read_jsonl_texts(p, field)
 
     kind = "dir" if root.is_dir() else "file"
     desc = f"{kind} {root} ({len(files)} file{'s' if len(files) != 1 else ''})"
     return Corpus(kind, root.stem if kind == "file" else root.name, fingerprint, desc, load)
+
+
+# -- WikiText-2 from the data folder ----------------------------------------------------------------
+#: name -> file of the data folder ($GOLDEN_FAST_DATA); read detokenised, headings dropped
+LOCAL_CORPORA = {"wikitext-2": "wikitext-2/test.txt", "wikitext-2-test": "wikitext-2/test.txt"}
+
+
+def _wikitext_corpus(name: str) -> Corpus:
+    from golden_fast.data.location import data_file
+    from golden_fast.data.wikitext import wikitext_paragraphs
+
+    path = data_file(LOCAL_CORPORA[name]).resolve()
+    st = path.stat()
+    # the file's content identifies it (its path differs between machines and checkouts)
+    fingerprint = _hash({"kind": "wikitext", "file": LOCAL_CORPORA[name], "size": st.st_size,
+                         "sha256": _file_sha256(path)})
+
+    def load(n: int) -> Iterator[str]:
+        yield from wikitext_paragraphs(path)
+
+    return Corpus("wikitext", "wikitext-2-test", fingerprint, f"WikiText-2 test split, detokenised ({path})", load)
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 # -- Hugging Face datasets ----------------------------------------------------------------------
@@ -283,11 +312,11 @@ def _read_sampled(path: Path) -> list[dict]:
 
 
 @torch.no_grad()
-def _sample_batch(model, tokenizer, batch: int, config) -> list[str]:
+def _sample_batch(model, tok, batch: int, config) -> list[str]:
     from golden_fast.tokens import encode_texts, pad_id
 
     prefixes = [SAMPLE_PREFIXES[(batch * _GEN_BATCH + i) % len(SAMPLE_PREFIXES)] for i in range(_GEN_BATCH)]
-    enc = encode_texts(tokenizer, prefixes, add_special_tokens=config.add_special_tokens)
+    enc = encode_texts(tok, prefixes, add_special_tokens=config.add_special_tokens)
     device = next(model.parameters()).device
     # fork_rng: seed this batch's stream without disturbing the caller's global RNG state.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -300,13 +329,13 @@ def _sample_batch(model, tokenizer, batch: int, config) -> list[str]:
             top_p=1.0,
             temperature=1.0,
             max_new_tokens=config.sample_length,
-            pad_token_id=pad_id(tokenizer),
+            pad_token_id=pad_id(tok),
         )
-    return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
 
 
-def _sampled_corpus(model, tokenizer, config, progress: bool, model_id: str | None) -> Corpus:
-    if model is None or tokenizer is None:
+def _sampled_corpus(model, tok, config, progress: bool, model_id: str | None) -> Corpus:
+    if model is None or tok is None:
         raise ValueError("the model-sampled corpus needs the model and its tokenizer")
     settings = _sampled_settings(model, config, model_id)
     path = sampled_corpus_path(model, config, model_id)
@@ -314,13 +343,8 @@ def _sampled_corpus(model, tokenizer, config, progress: bool, model_id: str | No
     def load(n: int) -> list[str]:
         recs = _read_sampled(path)
         if len(recs) < n:
-            path.parent.mkdir(parents=True, exist_ok=True)
             # Rewrite the whole batches atomically, dropping a torn tail, then append new batches.
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            with tmp.open("w", encoding="utf-8") as f:
-                for rec in recs:
-                    f.write(json.dumps(rec) + "\n")
-            os.replace(tmp, path)
+            atomic_write(path, "".join(json.dumps(rec) + "\n" for rec in recs))
             first = len(recs) // _GEN_BATCH
             last = -(-n // _GEN_BATCH)
             from tqdm.auto import tqdm
@@ -328,7 +352,7 @@ def _sampled_corpus(model, tokenizer, config, progress: bool, model_id: str | No
             bar = tqdm(range(first, last), desc="sampling corpus", unit="batch", disable=not progress)
             with path.open("a", encoding="utf-8") as f:
                 for b in bar:
-                    texts = _sample_batch(model, tokenizer, b, config)
+                    texts = _sample_batch(model, tok, b, config)
                     for text in texts:
                         rec = {"batch": b, "text": text}
                         recs.append(rec)
@@ -342,20 +366,22 @@ def _sampled_corpus(model, tokenizer, config, progress: bool, model_id: str | No
 
 
 def resolve_corpus(
-    spec: str, config, model=None, tokenizer=None, progress: bool = True, model_id: str | None = None
+    spec: str, config, model=None, tok=None, progress: bool = True, model_id: str | None = None
 ) -> Corpus:
     """The Corpus named by `spec` (a path, a dataset name or "model-sampled"); see the module doc.
 
     Nothing is read yet: `Corpus.texts(n)` reads (or samples) on demand, so a cache hit costs nothing.
     """
     if spec in SAMPLED_NAMES:
-        return _sampled_corpus(model, tokenizer, config, progress, model_id)
+        return _sampled_corpus(model, tok, config, progress, model_id)
     if spec in HF_CORPORA:
         return _hf_corpus(spec, config.seed)
+    if spec in LOCAL_CORPORA:
+        return _wikitext_corpus(spec)
     path = Path(spec).expanduser()
     if path.exists():
         return _local_corpus(path, config.text_field)
     raise FileNotFoundError(
         f"corpus {spec!r} is neither an existing file or directory nor one of "
-        f"{', '.join([*SAMPLED_NAMES, *HF_CORPORA])}"
+        f"{', '.join([*SAMPLED_NAMES, *HF_CORPORA, *LOCAL_CORPORA])}"
     )

@@ -1,6 +1,8 @@
 """Second moments C_l = E[k kᵀ] of the down-projection keys, every requested layer in one pass.
 
-SPEC §2. The anchors (ROME's layer_stats, MEMIT, EasyEdit) run a full forward pass over the
+C_l = S_l / N_l with S_l = sum_t k_t k_tᵀ over every non-padding corpus token t and N_l their count:
+the uncentred second moment, no mean subtracted (FORMULAS.md, section "Second-moment statistics
+C_l"). The anchors (ROME's layer_stats, MEMIT, EasyEdit) run a full forward pass over the
 corpus once per layer. Here one pass serves every requested layer:
 
 - the keys of each layer are folded into its running sum *inside* the forward pass (a read-only
@@ -155,17 +157,17 @@ class _Plan:
 
 def effective_max_length(model: nn.Module, config: StatsConfig) -> int:
     """min(config.max_length, the model's context length when its config states one)."""
-    cfg = getattr(model, "config", None)
-    if cfg is not None and hasattr(cfg, "get_text_config"):
-        cfg = cfg.get_text_config()
+    model_config = getattr(model, "config", None)
+    if model_config is not None and hasattr(model_config, "get_text_config"):
+        model_config = model_config.get_text_config()
     for attr in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
-        ctx = getattr(cfg, attr, None)
+        ctx = getattr(model_config, attr, None)
         if isinstance(ctx, int) and ctx > 0:
             return min(config.max_length, ctx)
     return config.max_length
 
 
-def _tokenize(tokenizer, texts: Iterable[str], max_len: int, special: bool) -> list[torch.Tensor]:
+def _tokenize(tok, texts: Iterable[str], max_len: int, special: bool) -> list[torch.Tensor]:
     """Token ids of each text, truncated to max_len, read from `texts` 256 at a time (a stream of
     Wikipedia articles is never held whole). Texts without tokens are dropped."""
     # Cut very long texts (whole articles) to 32 characters per kept token first: tokens are far
@@ -175,11 +177,11 @@ def _tokenize(tokenizer, texts: Iterable[str], max_len: int, special: bool) -> l
     out: list[torch.Tensor] = []
     it = iter(texts)
     while chunk := list(itertools.islice(it, 256)):
-        enc = tokenizer([t[:cut] for t in chunk], add_special_tokens=special, truncation=True,
+        enc = tok([t[:cut] for t in chunk], add_special_tokens=special, truncation=True,
                         max_length=max_len)["input_ids"]
         for text, ids in zip(chunk, enc):
             if len(text) > cut and len(ids) < max_len:
-                ids = tokenizer(text, add_special_tokens=special, truncation=True, max_length=max_len)[
+                ids = tok(text, add_special_tokens=special, truncation=True, max_length=max_len)[
                     "input_ids"]
             if len(ids):
                 out.append(torch.tensor(ids, dtype=torch.int32))
@@ -241,7 +243,7 @@ class _Checkpoint:
 @torch.no_grad()
 def _accumulate(
     model: nn.Module,
-    tokenizer,
+    tok,
     layers: Sequence[int],
     plan: _Plan,
     dtype: torch.dtype,
@@ -267,7 +269,7 @@ def _accumulate(
     done_texts = plan.bounds[start - 1][1] if start > 0 else 0
     saved_at = done_texts
     mask_now: list[torch.Tensor | None] = [None]  # the current batch's mask, read by the taps
-    pad = pad_id(tokenizer)
+    pad = pad_id(tok)
 
     def tap(layer: int):
         acc = sums[layer]
@@ -340,17 +342,17 @@ class _Setup:
     model_id: str
 
 
-def _setup(model, tokenizer, layers, config, progress, model_id) -> _Setup:
+def _setup(model, tok, layers, config, progress, model_id) -> _Setup:
     adapter = get_adapter(model)
     layers = _normalize_layers(layers, adapter.n_layers)
     model_id = model_id or model_identity(model)
-    corpus = resolve_corpus(config.corpus, config, model, tokenizer, progress=progress, model_id=model_id)
+    corpus = resolve_corpus(config.corpus, config, model, tok, progress=progress, model_id=model_id)
     max_len = effective_max_length(model, config)
     return _Setup(layers, corpus, corpus_key(corpus, max_len, config.add_special_tokens), max_len, model_id)
 
 
-def _read_plan(tokenizer, s: _Setup, config: StatsConfig) -> _Plan:
-    seqs = _tokenize(tokenizer, s.corpus.iter_texts(config.n_samples), s.max_len, config.add_special_tokens)
+def _read_plan(tok, s: _Setup, config: StatsConfig) -> _Plan:
+    seqs = _tokenize(tok, s.corpus.iter_texts(config.n_samples), s.max_len, config.add_special_tokens)
     if not seqs:
         raise ValueError(f"corpus {s.corpus.description} gave no tokens")
     return _plan(seqs, config.batch_tokens)
@@ -358,7 +360,7 @@ def _read_plan(tokenizer, s: _Setup, config: StatsConfig) -> _Plan:
 
 def second_moments(
     model: nn.Module,
-    tokenizer,
+    tok,
     layers: int | Sequence[int],
     config: StatsConfig | None = None,
     progress: bool = True,
@@ -372,7 +374,7 @@ def second_moments(
     unedited weights after editing them); by default it is golden_fast's model_identity(model).
     """
     config = config or StatsConfig()
-    s = _setup(model, tokenizer, layers, config, progress, model_id)
+    s = _setup(model, tok, layers, config, progress, model_id)
     folder = _cache.stats_dir(s.model_id, s.key)
     expect = {
         "model": s.model_id, "corpus_key": s.key, "n_samples": str(config.n_samples), "dtype": config.dtype,
@@ -389,7 +391,7 @@ def second_moments(
                 out[layer] = SecondMoment(layer, total.to(device), count, n_texts, path, from_cache=True)
     missing = [layer for layer in s.layers if layer not in out]
     if missing:
-        plan = _read_plan(tokenizer, s, config)
+        plan = _read_plan(tok, s, config)
         ckpt = None
         if config.cache and config.checkpoint_every:
             ckpt = _Checkpoint(
@@ -400,7 +402,7 @@ def second_moments(
         t0 = time.perf_counter()
         desc = f"stats L{missing[0]}" + (f"-{missing[-1]} ({len(missing)})" if len(missing) > 1 else "")
         sums, counts = _accumulate(
-            model, tokenizer, missing, plan, config.torch_dtype, True, ckpt, progress, desc
+            model, tok, missing, plan, config.torch_dtype, True, ckpt, progress, desc
         )
         seconds = time.perf_counter() - t0
         for layer in missing:
@@ -420,7 +422,7 @@ def second_moments(
 
 def per_layer_second_moments(
     model: nn.Module,
-    tokenizer,
+    tok,
     layers: int | Sequence[int],
     config: StatsConfig | None = None,
     progress: bool = True,
@@ -430,25 +432,25 @@ def per_layer_second_moments(
     Never cached. Same tokens as `second_moments`, so counts are equal and sums agree to rounding.
     """
     config = config or StatsConfig()
-    s = _setup(model, tokenizer, layers, config, progress, None)
-    plan = _read_plan(tokenizer, s, config)
+    s = _setup(model, tok, layers, config, progress, None)
+    plan = _read_plan(tok, s, config)
     out = {}
     for layer in s.layers:
-        sums, counts = _accumulate(model, tokenizer, [layer], plan, config.torch_dtype, False, None, progress,
+        sums, counts = _accumulate(model, tok, [layer], plan, config.torch_dtype, False, None, progress,
                                    f"stats L{layer} (full pass)")
         out[layer] = _finish(layer, sums[layer], counts[layer], plan.n_texts)
     return out
 
 
 @overload
-def get_second_moment(model: nn.Module, tokenizer, layer: int, config: StatsConfig | None = ...,
+def get_second_moment(model: nn.Module, tok, layer: int, config: StatsConfig | None = ...,
                       progress: bool = ..., model_id: str | None = ...,
                       layers: Sequence[int] | None = ...) -> SecondMoment: ...
 @overload
-def get_second_moment(model: nn.Module, tokenizer, layer: Sequence[int], config: StatsConfig | None = ...,
+def get_second_moment(model: nn.Module, tok, layer: Sequence[int], config: StatsConfig | None = ...,
                       progress: bool = ..., model_id: str | None = ...,
                       layers: Sequence[int] | None = ...) -> dict[int, SecondMoment]: ...
-def get_second_moment(model, tokenizer, layer, config=None, progress=True, model_id=None, layers=None):
+def get_second_moment(model, tok, layer, config=None, progress=True, model_id=None, layers=None):
     """The cached accessor for editors: a SecondMoment for one layer, {layer: SecondMoment} for a
     sequence of layers. Every missing layer of `layer` and `layers` (the other layers the caller
     will ask for next, e.g. all of MEMIT's) is computed in the same single pass.
@@ -459,12 +461,12 @@ def get_second_moment(model, tokenizer, layer, config=None, progress=True, model
     """
     single = isinstance(layer, int) and not isinstance(layer, bool)
     wanted = [layer] if single else list(layer)
-    got = second_moments(model, tokenizer, sorted({*wanted, *(layers or ())}), config, progress, model_id)
+    got = second_moments(model, tok, sorted({*wanted, *(layers or ())}), config, progress, model_id)
     return got[layer] if single else {w: got[w] for w in wanted}
 
 
 def layer_stats(
-    model: nn.Module, tokenizer, layer: int, config: StatsConfig | None = None, progress: bool = True
+    model: nn.Module, tok, layer: int, config: StatsConfig | None = None, progress: bool = True
 ) -> SecondMoment:
     """ROME's name (rome/layer_stats.py) for the cached second moment of one layer."""
-    return second_moments(model, tokenizer, layer, config, progress)[layer]
+    return second_moments(model, tok, layer, config, progress)[layer]

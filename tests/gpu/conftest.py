@@ -1,4 +1,5 @@
-"""GPU tier (STYLE B5): real CUDA devices only; every test here is marked `gpu` and skipped without one.
+"""GPU tier (beside tests/unit and tests/integration): real CUDA devices only; every test here is
+marked `gpu` and skipped without one.
 
 The contract tests of tests/ops also run the "triton" and "cuda" backends on a GPU machine (their
 backends are parametrised per device); this tier adds what the CPU cannot show: realistic sizes

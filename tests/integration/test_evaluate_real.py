@@ -1,20 +1,20 @@
 """evaluate() on real models against the per-record reference of tests/unit/test_evaluate.py,
 and the pre-edit report of SmolLM2-135M on 200 CounterFact records (both suites).
 
-CounterFact comes from ../shared/data beside the project ($GOLDEN_FAST_DATA overrides);
+CounterFact comes from the data folder ($GOLDEN_FAST_DATA, golden_fast.data.location);
 the tests skip, saying why, when it is absent. The data is read in place, never copied.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from pathlib import Path
 
 import pytest
 
 from golden_fast.data import load
+from golden_fast.data.location import data_dir
 from golden_fast.evaluate import evaluate
 
 _ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ ref = _unit_reference()
 
 
 def _data_dir() -> Path:
-    return Path(os.environ.get("GOLDEN_FAST_DATA", _ROOT.parent / "shared" / "data"))
+    return (data_dir() or _ROOT / "data")
 
 
 @pytest.fixture(scope="module")

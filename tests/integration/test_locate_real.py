@@ -1,20 +1,20 @@
 """Locating on real models: causal tracing of a fact both models know (SmolLM2-135M, Gemma-3-270M),
 with the heatmap saved; LGA on CounterFact facts.
 
-known_1000 and CounterFact come from ../shared/data beside the project ($GOLDEN_FAST_DATA overrides);
+known_1000 and CounterFact come from the data folder ($GOLDEN_FAST_DATA, golden_fast.data.location);
 the tests skip, saying why, when a file is absent. Record 6 of known_1000 ("Catalonia belongs to the
 continent of" -> Europe) is answered correctly by both models (checked below, not assumed).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from golden_fast.data import load
+from golden_fast.data.location import data_dir
 from golden_fast.locate import locate
 from golden_fast.locate.causal_trace import CMAConfig, plot_heatmap, trace_heatmap
 
@@ -22,7 +22,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 
 
 def _data(name: str) -> Path:
-    path = Path(os.environ.get("GOLDEN_FAST_DATA", _ROOT.parent / "shared" / "data")) / name
+    path = (data_dir() or _ROOT / "data") / name
     if not path.is_file():
         pytest.skip(f"{path} not found (set GOLDEN_FAST_DATA)")
     return path

@@ -1,7 +1,7 @@
 """The CUDA sources (csrc/cuda/*.cu) compile with this machine's nvcc, GPU or not.
 
-setup.py builds them only when torch itself has CUDA (STYLE B4), so on a CPU-only machine nothing
-else would notice a .cu file that no longer compiles. Here each one is compiled to an object file
+setup.py builds them only when torch has CUDA (torch.version.cuda and CUDA_HOME), so on a CPU-only
+machine nothing else would notice a .cu file that no longer compiles. Here each one is compiled to an object file
 (`nvcc -c`, no link: a CPU torch has no CUDA libraries to link against) against the installed torch's
 headers, with the flags torch's BuildExtension gives nvcc. A CPU wheel lacks the one generated CUDA
 header (c10/cuda/impl/cuda_cmake_macros.h); C10_CUDA_NO_CMAKE_CONFIGURE_FILE skips it, which only

@@ -1,4 +1,4 @@
-"""The one dispatch point (golden_fast.ops, STYLE B3): precedence, refusals with reasons, fallback,
+"""The one dispatch point (golden_fast.ops): precedence, refusals with reasons, fallback,
 report(), and lazy imports. Toy ops with fake backends keep these independent of what is built."""
 
 from __future__ import annotations
@@ -151,6 +151,23 @@ def test_reference_doubles_as_the_torch_function(toy):
     assert toy.backends == ("torch", "cpp", "triton")
 
 
+def test_declared_backends_are_those_written_runnable_or_not(toy):
+    # triton cannot run here (cuda only, unavailable) but exists: a test parameter, skipped with its
+    # reason; panels and cuda do not exist for the toy: no parameter at all (tests/conftest.py)
+    assert toy.declared_backends == ("torch", "cpp", "triton")
+
+
+def test_report_explains_every_backend(toy):
+    assert tuple(ops.BACKEND_KINDS) == ops.BACKENDS
+    assert set(ops.DEVICE_ORDER["cpu"]) | set(ops.DEVICE_ORDER["cuda"]) == set(ops.BACKENDS)
+    text = ops.report()
+    for name, kind in ops.BACKEND_KINDS.items():
+        assert f"  {name:<7}{kind}" in text
+    toy_block = text.split(toy.name, 1)[1]
+    for name in ops.BACKENDS:  # every backend of every device: chosen, or why not
+        assert f"      {name:<7}" in toy_block or f"-> {name}" in toy_block
+
+
 def test_report_lists_ops_choices_and_reasons(toy):
     text = ops.report()
     assert "rank1_apply (mutates weight)" in text
@@ -186,6 +203,7 @@ def test_kernels_import_failure_becomes_the_triton_reason(request, tmp_path):
         assert op(X) == "torch"
         ok, why = op.status("triton", "cuda")
         assert not ok and "simulated: no module named triton" in why
+        assert op.declared_backends == ("torch", "triton")  # written, not importable here: a skip
     finally:
         ops._REGISTRY.pop(op.name, None)
         sys.modules["golden_fast.kernels"].__path__.remove(str(tmp_path))

@@ -1,9 +1,10 @@
 """grad_inner against its contract (golden_fast/ops/grad_inner.py), for every backend.
 
 Truth is computed here in float64 from the definition (the reference itself always works in
-float32, so it serves as the same-dtype baseline of STYLE B5's rule, not as the truth). A second,
-independent check forms the weight gradients explicitly (grad_W = sum_t g_t k_tᵀ) and takes their
-Frobenius inner product: the quantity LGA needs (SPEC §4).
+float32, so it serves as the same-dtype baseline of the tolerance rule in tests/_reference_check.py,
+not as the truth). A second, independent check forms the weight gradients explicitly
+(grad_W = sum_t g_t k_tᵀ) and takes their Frobenius inner product: the quantity LGA needs
+(golden_fast/FORMULAS.md, section LGA).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from _reference_check import assert_close_to_reference
 
 from golden_fast.ops.mom2 import mom2_update, mom2_update_many, symmetrize_upper
 
-# (T, m): normal, odd, a single row, no rows, m = 1, tall, wide, and m >= 1024 where the cpp
-# backend splits the triangle into row panels (test_panels below covers many panels on small m)
+# (T, m): normal, odd, a single row, no rows, m = 1, tall, wide, and m >= 1024 where the panels
+# backend splits the triangle into row panels (test_many_panels_match_reference covers many panels on small m)
 SHAPES = [(64, 128), (37, 96), (1, 8), (0, 8), (5, 1), (300, 33), (7, 200), (17, 1100)]
 MASKS = ["none", "random", "int"]
 # (keys, acc): float32 keys, bf16 / fp16 keys (a 16-bit model), and the float64 accumulation option
@@ -190,7 +190,7 @@ def test_mom2_update_many_rejects_bad_inputs(backend, backend_device):
 
 
 @pytest.mark.parametrize("min_rows, m", [(8, 37), (8, 64), (4, 9), (1, 5)])
-def test_cpp_many_panels_match_reference(monkeypatch, min_rows, m):
+def test_many_panels_match_reference(monkeypatch, min_rows, m):
     """Many row panels (narrow, uneven last one) on small matrices: the panel bookkeeping covers
     every element of the upper triangle exactly once."""
     import golden_fast.ops.mom2 as mom2
@@ -198,10 +198,17 @@ def test_cpp_many_panels_match_reference(monkeypatch, min_rows, m):
     monkeypatch.setattr(mom2, "_PANEL_MIN_ROWS", min_rows)
     assert mom2._panels(m) > 1
     keys, acc0, mask = _inputs(50, m, torch.float32, torch.float32, "random")
-    out = mom2.mom2_update_cpp(acc0.clone(), keys, mask)
+    out = mom2.mom2_update_panels(acc0.clone(), keys, mask)
     ref = mom2.mom2_update_torch(acc0.clone(), keys, mask)
     truth = mom2.mom2_update_torch(acc0.double(), keys.double(), mask)
     assert_close_to_reference(out.triu(), truth.triu().float(), ref.triu())
+
+
+def test_cpu_chooses_panels_before_the_reference(monkeypatch):
+    monkeypatch.delenv("GOLDEN_FAST_BACKEND", raising=False)
+    assert mom2_update.choose("cpu") == "panels"
+    assert mom2_update_many.choose("cpu") == "panels"
+    assert "cpp" not in mom2_update.declared_backends  # no C++ mom2: the name says what runs
 
 
 def test_symmetrize_upper_rebuilds_the_full_matrix():

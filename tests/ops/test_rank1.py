@@ -1,7 +1,8 @@
 """rank1_apply against its contract (golden_fast/ops/rank1.py), for every backend.
 
 Truth is always float64. Three kinds of check:
-- tolerance (STYLE B5): random inputs, flash-attn's rule against the same-dtype torch reference;
+- tolerance (tests/_reference_check.py): random inputs, flash-attn's rule against the same-dtype
+  torch reference;
 - exact: inputs whose float32 arithmetic is exact, so the contract ("accumulate in float32, round
   into the weight dtype once") fixes every bit of the result;
 - one ulp: realistic random edits, where the float32 accumulation error is provably below half a
@@ -333,16 +334,20 @@ def test_rank1_apply_cpp_same_bits_on_every_isa(isa, tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    torch.set_num_threads(2)
     theirs = torch.load(tmp_path / "out.pt")
     ours = []
-    for n in (1, 5, 9, 20):
-        for dtype in (torch.bfloat16, torch.float16):
-            for transposed in (False, True):
-                g = torch.Generator().manual_seed(n)
-                w = torch.randn((531, 37) if transposed else (37, 531), generator=g).to(dtype)
-                u, v = 0.1 * torch.randn(37, n, generator=g), 0.1 * torch.randn(531, n, generator=g)
-                ours.append(rank1_apply(w, u, v, transposed, backend="cpp"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # as the probe: two OpenMP threads split the work, same bits expected
+    try:
+        for n in (1, 5, 9, 20):
+            for dtype in (torch.bfloat16, torch.float16):
+                for transposed in (False, True):
+                    g = torch.Generator().manual_seed(n)
+                    w = torch.randn((531, 37) if transposed else (37, 531), generator=g).to(dtype)
+                    u, v = 0.1 * torch.randn(37, n, generator=g), 0.1 * torch.randn(531, n, generator=g)
+                    ours.append(rank1_apply(w, u, v, transposed, backend="cpp"))
+    finally:
+        torch.set_num_threads(threads)  # the session's count (tests/conftest.py), not 2, for later tests
     for i, (a, b) in enumerate(zip(ours, theirs)):
         assert torch.equal(a, b), f"case {i}: {isa} differs from {native.cpu_isa()}"
 

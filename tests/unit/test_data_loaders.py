@@ -6,7 +6,6 @@ never a silent skip)."""
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -29,11 +28,10 @@ from golden_fast.data import (
     validate,
     validate_records,
 )
+from golden_fast.data.location import data_dir
 
-# ../shared/data beside the repository; GOLDEN_FAST_DATA overrides
-DATA = Path(
-    os.environ.get("GOLDEN_FAST_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data"
-)
+# the data folder: $GOLDEN_FAST_DATA (golden_fast.data.location)
+DATA = data_dir() or Path("data")
 
 
 def data_file(rel: str) -> Path:

@@ -451,7 +451,7 @@ def test_real_methods_edit_revert_and_replay(cache_home, name, method, layers, m
 
 def test_real_method_failure_is_atomic(cache_home, monkeypatch):
     """The method fails on the second request, after the first one was applied: both undone."""
-    import golden_fast.edit.rome as rome
+    import golden_fast.edit.methods.rome as rome
 
     real = rome.keys_at_subject
 
@@ -531,7 +531,7 @@ def test_edit_each_equals_edit_alone_then_revert(cache_home, name, method):
 
 
 def test_edit_each_failure_names_request_and_leaves_weights(cache_home, monkeypatch):
-    import golden_fast.edit.rome as rome
+    import golden_fast.edit.methods.rome as rome
 
     model, tok = build_tiny("tiny-llama")
     snap = _snapshot(model)

@@ -1,4 +1,4 @@
-"""Each editor's update against a plain float64 implementation of SPEC §3's formula,
+"""Each editor's update against a plain float64 implementation of its formula (FORMULAS.md),
 written here independently (own hooks, one unpadded forward per text), on tiny models of
 all three families run in float64."""
 
@@ -66,21 +66,25 @@ def _module_io(model, adapter, layer, text_template, subject, site="down"):
 
 
 def _through_gemma_norm(norm, model, adapter, layer, R):
+    return _through_gemma_norm_for(norm, model, adapter, layer, R, REQUESTS)
+
+
+def _through_gemma_norm_for(norm, model, adapter, layer, R, batch):
     """Plain formula: Gemma's N(x) = x / sqrt(mean(x^2) + eps) * (1 + w). Per request (columns of R):
     y = N(x) + r - t N(x) / (1 + w)^2 with t the smaller root of rms(y / (1 + w)) = 1, found here by
     numpy's polynomial roots, then x' = y / (1 + w) scaled to the rms of x."""
     import numpy as np
 
     w, eps = norm.weight.detach().double(), float(norm.eps)
-    g = (1 + w) / (1 + eps) ** 0.5  # N(1)
+    g = (1 + w) / (1 + eps) ** 0.5
     cols = []
-    for j, r in enumerate(REQUESTS):
+    for j, r in enumerate(batch):
         x = _module_io(model, adapter, layer, r.template, r.subject)[1].double()
         y = x / torch.sqrt(x.pow(2).mean() + eps) * (1 + w)
-        a, b = (y + R[:, j]) / g, y / g**3
-        roots = np.roots([float(b.pow(2).mean()), -2 * float((a * b).mean()), float(a.pow(2).mean()) - 1])
+        a_, b_ = (y + R[:, j]) / g, y / g**3
+        roots = np.roots([float(b_.pow(2).mean()), -2 * float((a_ * b_).mean()), float(a_.pow(2).mean()) - 1])
         t = float(min(roots.real, key=abs))
-        u = a - t * b
+        u = a_ - t * b_
         cols.append(u * torch.sqrt(x.pow(2).mean()) / torch.sqrt(u.pow(2).mean()) - x)
     return torch.stack(cols, 1)
 
@@ -275,7 +279,7 @@ def test_through_post_norm_makes_the_reachable_part_of_r():
     """Through Gemma's post-MLP norm, the mapped change moves the norm's output by R less its component
     along the surface normal (unreachable: the norm ignores x's scale), to first order; adding R to the
     output, as before, does not."""
-    from golden_fast.edit.memit import through_post_norm
+    from golden_fast.edit.methods.memit import through_post_norm
 
     model, _ = load_model("tiny-gemma3")
     norm = get_adapter(model).post_mlp_norm(1)
@@ -315,3 +319,74 @@ def test_through_post_norm_makes_the_reachable_part_of_r():
     # first order: a small R is made to within 1% of its length (the norm's eps limits this, not the
     # mapping); R a tenth of N(X) to within 10% (the curvature of the norm's surface)
     assert (errs[1e-3] < 0.01).all() and (errs[0.1] < 0.1).all(), errs
+
+
+def test_alphaedit_matches_formula_over_two_lifelong_batches(model64):
+    """AlphaEdit: ΔW = R Kᵀ P (Kp Kpᵀ P + K Kᵀ P + α I)⁻¹ per layer, P onto C's eigenvectors with
+    eigenvalue <= t x the largest, Kp the keys of the earlier batch recomputed on the edited model.
+    Two batches through one state: the second must see the first's preserved keys."""
+    from golden_fast.edit.methods.alphaedit import AlphaEditConfig, preserved_key
+
+    model, tok = model64
+    a = get_adapter(model)
+    layers = [1, 2]
+    alpha, t = 2.0, 0.5
+    cfg = AlphaEditConfig(layers=layers, nullspace_rel_threshold=t, L2=alpha, **FAST)
+    Cs = {l: _spd(a.d_ff, l) for l in layers}
+    templates = context_templates(model, tok, cfg.context_template_length_params)
+    batches = [REQUESTS[:2], REQUESTS[2:]]
+    W0 = {l: a.down_weight(l).detach().clone() for l in layers}
+    state: dict = {}
+    got = []
+    for batch in batches:
+        traces = run_method("alphaedit", model, tok, batch, cfg, Cs, _apply_into(a), progress=False, state=state)
+        got.append((traces[0].extras["layer_updates"], torch.stack([tr.extras["z"] for tr in traces])))
+        assert set(state) == {preserved_key(l) for l in layers}
+    W_after = {l: a.down_weight(l).detach().clone() for l in layers}
+    # replay from W0 with the plain formula
+    with torch.no_grad():
+        for l in layers:
+            a.down_weight(l).copy_(W0[l])
+    P = {}
+    for l in layers:
+        ev, Q = torch.linalg.eigh(Cs[l])
+        Q0 = Q[:, ev <= t * ev.max()]
+        assert 0 < Q0.shape[1] < a.d_ff, "the threshold must leave a proper null space for the test to mean much"
+        P[l] = Q0 @ Q0.T
+    Kp = {l: torch.zeros(a.d_ff, a.d_ff, dtype=torch.float64) for l in layers}
+    eye = torch.eye(a.d_ff, dtype=torch.float64)
+    for (updates, Z), batch in zip(got, batches):
+        for i, l in enumerate(layers):
+            K = torch.stack([_k_star(model, a, l, r, templates) for r in batch]).T  # (m, n)
+            H = torch.stack([_module_io(model, a, layers[-1], r.template, r.subject, site="out")[1] for r in batch])
+            R = (Z - H).T / (len(layers) - i)
+            if a.post_mlp_norm(l) is not None:  # Gemma: the residual change through the post-MLP norm
+                R = _through_gemma_norm_for(a.post_mlp_norm(l), model, a, l, R, batch)
+            ref = R @ K.T @ P[l] @ torch.linalg.inv(Kp[l] @ P[l] + K @ K.T @ P[l] + alpha * eye)
+            U, V = updates[l]
+            assert _rel(U @ V.T, ref) < REL, l
+            with torch.no_grad():
+                a.down_weight(l).add_(ref)
+        for l in layers:  # the batch's keys on the edited model are preserved from now on
+            K = torch.stack([_k_star(model, a, l, r, templates) for r in batch]).T
+            Kp[l] = Kp[l] + K @ K.T
+    for l in layers:
+        assert _rel(W_after[l] - W0[l], a.down_weight(l).detach() - W0[l]) < REL
+        assert _rel(state[preserved_key(l)], Kp[l]) < REL
+
+
+def test_alphaedit_update_leaves_the_null_space_complement_alone(model64):
+    """ΔW P⊥ = 0: keys in the span of C's large eigenvectors (the preserved knowledge) see no change."""
+    from golden_fast.edit.methods.alphaedit import AlphaEditConfig
+
+    model, tok = model64
+    a = get_adapter(model)
+    cfg = AlphaEditConfig(layers=[1], nullspace_rel_threshold=0.5, L2=1.0, **FAST)
+    C = _spd(a.d_ff, 7)
+    W0 = a.down_weight(1).detach().clone()
+    run_method("alphaedit", model, tok, REQUESTS, cfg, {1: C}, _apply_into(a), progress=False, state={})
+    dW = a.down_weight(1).detach() - W0
+    ev, Q = torch.linalg.eigh(C)
+    Q1 = Q[:, ev > 0.5 * ev.max()]  # the preserved directions
+    assert float(dW.norm()) > 0
+    assert float((dW @ Q1).norm()) < 1e-9 * float(dW.norm())

@@ -1,9 +1,10 @@
 """evaluate() and score_spans() against a plain per-record implementation written here.
 
 The reference below runs ONE unpadded forward per (prompt, answer) through the model's own
-forward (full logits, float64 log-softmax) and computes each metric straight from SPEC §5.
-It shares nothing with golden_fast.evaluate except the tokenisation convention of SPEC §1
-(`target_span`, tested in test_tokens.py). The only tolerated disagreement is a position whose
+forward (full logits, float64 log-softmax) and computes each metric straight from its definition
+(golden_fast/FORMULAS.md, section Evaluation metrics). It shares nothing with golden_fast.evaluate
+except the tokenisation convention (`prompt + " " + answer` tokenised jointly, the space belonging to
+the answer: `target_span`, tested in test_tokens.py). The only tolerated disagreement is a position whose
 two top logits lie within 1e-4 of each other (or two NLLs within 1e-4 for a success flag);
 each test prints how many there were.
 """

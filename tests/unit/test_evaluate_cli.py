@@ -1,5 +1,5 @@
 """`golden-fast evaluate`, through golden_fast.cli.main, on a tiny model and KnowEdit records
-written here (portability and locality probes, which ../shared/data does not have)."""
+written here (portability and locality probes, which the benchmark files of the data folder lack)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def test_whole_experiment_writes_the_report(env):
     model, tok = load_model("tiny-llama")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out = env / "run"
-    res = run_experiment(_config(out), model=model, tokenizer=tok)
+    res = run_experiment(_config(out), model=model, tok=tok)
 
     # every part ran, in order, and the model is bitwise as it was (every edit reverted or restored)
     assert list(res["parts"]) == ["lga", "cma", "brute-proxy", "brute-test", "editors", "mass-batch",
@@ -123,7 +123,7 @@ def test_whole_experiment_writes_the_report(env):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Editor, "edit", counting)
         mp.setattr(Editor, "edit_each", lambda *a, **k: calls.append("each"))
-        run_experiment(_config(out), model=model, tokenizer=tok)
+        run_experiment(_config(out), model=model, tok=tok)
     assert calls == []
     r2 = json.loads((out / "results.json").read_text())["results"]
     assert r2["chosen"] == chosen and r2["timings"]["brute-proxy"]["runs"] == 2
@@ -138,7 +138,7 @@ def test_editors_use_the_statistics_cache_with_stats_preset(env):
         out = env / f"stats-{stats}"
         cfg = _config(out, stats=stats, mom2_n_samples=8, parts=("brute-test", "editors"), editors=("r-rome",),
                       layers=(1, 2))
-        run_experiment(cfg, model=model, tokenizer=tok)
+        run_experiment(cfg, model=model, tok=tok)
         rows = [json.loads(line) for p in sorted((out / "editors").glob("r-rome-L*.jsonl"))
                 for line in p.read_text().splitlines()]
         assert rows and all(r["update_norm"] > 0 for r in rows)
@@ -156,7 +156,7 @@ def test_experiment_report_renders_in_headless_chromium(env, chromium):
 
     model, tok = load_model("tiny-llama")
     out = env / "render"
-    run_experiment(_config(out, parts=("lga", "cma", "report")), model=model, tokenizer=tok)
+    run_experiment(_config(out, parts=("lga", "cma", "report")), model=model, tok=tok)
     shot = env / "render-shot.png"
     proc = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",

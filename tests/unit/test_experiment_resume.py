@@ -83,7 +83,7 @@ def test_interrupted_brute_force_and_editors_resume(env, llama, monkeypatch):
     out = env / "brute"
     c = Counter(stop_at=5).install(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(_config(out, parts=parts), model=model, tokenizer=tok)
+        run_experiment(_config(out, parts=parts), model=model, tok=tok)
     assert len(lga_calls) == 1 and _unchanged(model, before)
     pairs = out / "locate" / "brute-proxy" / "pairs.jsonl"
     assert len(pairs.read_text().splitlines()) == 4
@@ -101,7 +101,7 @@ def test_interrupted_brute_force_and_editors_resume(env, llama, monkeypatch):
 
     monkeypatch.setattr(editors_mod, "evaluate", evaluate)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(_config(out, parts=parts), model=model, tokenizer=tok)
+        run_experiment(_config(out, parts=parts), model=model, tok=tok)
     assert len(lga_calls) == 1  # LGA finished in run 1: not recomputed
     assert c.calls == 4 + 8  # the 4 missing proxy pairs, then the 8 test pairs; none redone
     assert _unchanged(model, before)
@@ -114,7 +114,7 @@ def test_interrupted_brute_force_and_editors_resume(env, llama, monkeypatch):
     real_each = Editor.edit_each
     monkeypatch.setattr(Editor, "edit_each", lambda ed, reqs, *a, **k: each.append(len(reqs)) or real_each(
         ed, reqs, *a, **k))
-    run_experiment(_config(out, parts=parts), model=model, tokenizer=tok)
+    run_experiment(_config(out, parts=parts), model=model, tok=tok)
     assert c.calls == 12 and len(lga_calls) == 1
     assert each[0] == 2 and all(n == 4 for n in each[1:]), each  # 2 facts were left at the first layer
     assert _unchanged(model, before)
@@ -122,7 +122,7 @@ def test_interrupted_brute_force_and_editors_resume(env, llama, monkeypatch):
     # the same results as a run never interrupted
     Counter().install(monkeypatch)
     clean = env / "clean"
-    run_experiment(_config(clean, parts=parts), model=model, tokenizer=tok)
+    run_experiment(_config(clean, parts=parts), model=model, tok=tok)
     for name in ("brute-proxy.json", "brute-test.json"):
         a = json.loads((out / "locate" / name).read_text())
         b = json.loads((clean / "locate" / name).read_text())
@@ -151,7 +151,7 @@ def test_interrupted_sequential_curve_resumes_from_its_journals(env, llama, monk
     out = env / "seq"
     c = Counter(stop_at=2, mode="sequential").install(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(_config(out, **cfg), model=model, tokenizer=tok)
+        run_experiment(_config(out, **cfg), model=model, tok=tok)
     folder = out / "mass" / "sequential-r-rome"
     assert [p["edits"] for p in _curve(out)] == [2]
     assert sorted(p.name for p in folder.glob("journal-*")) == ["journal-00002"]
@@ -159,20 +159,20 @@ def test_interrupted_sequential_curve_resumes_from_its_journals(env, llama, monk
 
     # resumed: the journal of edits 1-2 is replayed, only segments 3-4 and 5-6 are edited
     c = Counter(mode="sequential").install(monkeypatch)
-    run_experiment(_config(out, **cfg), model=model, tokenizer=tok)
+    run_experiment(_config(out, **cfg), model=model, tok=tok)
     assert c.calls == 2 and [p["edits"] for p in _curve(out)] == [2, 4, 6]
     assert _unchanged(model, before)
 
     # identical to a curve never interrupted (the replayed weights are bitwise the edited ones)
     clean = env / "seq-clean"
-    run_experiment(_config(clean, **cfg), model=model, tokenizer=tok)
+    run_experiment(_config(clean, **cfg), model=model, tok=tok)
     assert _strip(_curve(out)) == _strip(_curve(clean))
 
     # a journal saved whose point was never recorded (killed in between) is dropped and redone
     curve = _curve(out)
     (folder / "curve.json").write_text(json.dumps(curve[:-1]))
     c = Counter(mode="sequential").install(monkeypatch)
-    run_experiment(_config(out, **cfg), model=model, tokenizer=tok)
+    run_experiment(_config(out, **cfg), model=model, tok=tok)
     assert c.calls == 1 and _strip(_curve(out)) == _strip(_curve(clean))
     assert _unchanged(model, before)
 
@@ -194,21 +194,21 @@ def test_changing_the_cma_answer_recomputes_cma_alone(env, llama, monkeypatch):
     out = env / "cma"
     cfg = dict(parts=("lga", "cma", "report"), cma_samples=2, cma_window=2)
     # the random tiny model never gives the records' answers: every fact skipped, no layer
-    run_experiment(_config(out, **cfg, cma_answer="data"), model=model, tokenizer=tok)
+    run_experiment(_config(out, **cfg, cma_answer="data"), model=model, tok=tok)
     assert (out / "locate" / "cma-error.txt").exists() and not (out / "locate" / "cma.json").exists()
     assert "CMA chose no layer (n_used 0)" in (out / "report.md").read_text()
     # the model's own answer: CMA (only) is traced again, and chooses a layer
-    run_experiment(_config(out, **cfg, cma_answer="greedy"), model=model, tokenizer=tok)
+    run_experiment(_config(out, **cfg, cma_answer="greedy"), model=model, tok=tok)
     assert calls == {"lga": 1, "cma": 2}
     assert (out / "locate" / "cma.json").exists() and not (out / "locate" / "cma-error.txt").exists()
     res = json.loads((out / "results.json").read_text())["results"]
     assert res["cma"]["n_used"] == 6 and res["cma"]["n_skipped"] == 0 and "cma" in res["chosen"]
-    run_experiment(_config(out, **cfg, cma_answer="greedy"), model=model, tokenizer=tok)
+    run_experiment(_config(out, **cfg, cma_answer="greedy"), model=model, tok=tok)
     assert calls == {"lga": 1, "cma": 2}
 
 
 def test_a_torn_last_row_is_cut_and_that_fact_redone(tmp_path):
-    from golden_fast.experiment.store import append_jsonl, read_jsonl, write_json
+    from golden_fast.fileio import append_jsonl, read_jsonl, write_json
 
     path = tmp_path / "rows.jsonl"
     append_jsonl(path, {"key": "a", "v": 1.0})
@@ -227,11 +227,11 @@ def test_editors_part_runs_before_brute_test_and_adds_the_golden_layer_later(env
     """The editors part beside an unfinished brute-test: the chosen layers now, the golden one on rerun."""
     model, tok, before = llama
     out = env / "early-editors"
-    first = run_experiment(_config(out, parts=("lga", "editors")), model=model, tokenizer=tok)
+    first = run_experiment(_config(out, parts=("lga", "editors")), model=model, tok=tok)
     assert "not known yet" in first["parts"]["editors"]
     early = {p.name for p in (out / "editors").glob("r-rome-L*.jsonl")}
     assert early  # the LGA variants' layers
-    run_experiment(_config(out, parts=("brute-test", "editors")), model=model, tokenizer=tok)
+    run_experiment(_config(out, parts=("brute-test", "editors")), model=model, tok=tok)
     G = json.loads((out / "locate" / "brute-test.json").read_text())["chosen"]
     late = {p.name for p in (out / "editors").glob("r-rome-L*.jsonl")}
     assert early <= late and f"r-rome-L{G:02d}.jsonl" in late
@@ -241,7 +241,7 @@ def test_editors_part_runs_before_brute_test_and_adds_the_golden_layer_later(env
 def test_editors_part_without_any_located_layer_is_refused(env, llama):
     model, tok, _ = llama
     with pytest.raises(ValueError, match="needs a chosen layer"):
-        run_experiment(_config(env / "no-layers", parts=("editors",)), model=model, tokenizer=tok)
+        run_experiment(_config(env / "no-layers", parts=("editors",)), model=model, tok=tok)
 
 
 def test_editors_n_judges_the_first_test_facts_and_cannot_change_later(env, llama):
@@ -250,7 +250,7 @@ def test_editors_n_judges_the_first_test_facts_and_cannot_change_later(env, llam
     model, tok, before = llama
     out = env / "editors-n"
     res = run_experiment(_config(out, editors_n=2, parts=("brute-test", "editors", "report")), model=model,
-                         tokenizer=tok)
+                         tok=tok)
     test_keys = json.loads((out / "split.json").read_text())["test"]
     assert len(test_keys) == 4
     rows = [json.loads(line) for p in (out / "editors").glob("r-rome-L*.jsonl") for line in p.read_text().splitlines()]
@@ -260,7 +260,7 @@ def test_editors_n_judges_the_first_test_facts_and_cannot_change_later(env, llam
     assert all(row["overall"]["n"] == 2 for row in results["editors"]["r-rome"]["rows"])
     assert "## r-rome on 2 test facts" in (out / "report.md").read_text()
     with pytest.raises(ValueError, match="facts"):
-        run_experiment(_config(out, editors_n=3, parts=("editors",)), model=model, tokenizer=tok)
+        run_experiment(_config(out, editors_n=3, parts=("editors",)), model=model, tok=tok)
     assert _unchanged(model, before)
 
 

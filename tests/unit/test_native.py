@@ -1,6 +1,6 @@
 """golden_fast.native: what it says matches what loads, and golden-fast works without the extension.
 
-GOLDEN_FAST_BUILD_CPP=0 semantics (setup.py, STYLE B4): the build compiles nothing, so
+GOLDEN_FAST_BUILD_CPP=0 semantics (setup.py): the build compiles nothing, so
 `pip install -e .` works on any machine; at run time `golden_fast._C` is then missing,
 `native.available()` is False, `native.reason()` says why, one NativeExtensionWarning is issued
 when native is first imported, and every op dispatches to its torch reference automatically, while

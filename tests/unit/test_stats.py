@@ -1,5 +1,6 @@
-"""The one-pass second moments (golden_fast.stats, SPEC §2) on tiny models: equal to the anchors'
-one-pass-per-layer route and to a direct per-text computation; cache, resume, conditioning, CLI."""
+"""The one-pass second moments (golden_fast.stats; golden_fast/FORMULAS.md, section Second-moment
+statistics C_l) on tiny models: equal to the anchors' one-pass-per-layer route and to a direct
+per-text computation; cache, resume, conditioning, CLI."""
 
 from __future__ import annotations
 

@@ -184,3 +184,21 @@ def test_model_sampled_resumes_after_a_torn_write(llama):
 def test_model_sampled_needs_the_model():
     with pytest.raises(ValueError, match="needs the model"):
         resolve_corpus("model-sampled", CFG)
+
+
+def test_wikitext_2_corpus_reads_the_data_folder(tmp_path, monkeypatch):
+    """"wikitext-2" names the test split of the data folder, detokenised, identified by its content."""
+    folder = tmp_path / "data" / "wikitext-2"
+    folder.mkdir(parents=True)
+    (folder / "test.txt").write_text(" \n = Title = \n \n First text , here . \n \n Second @-@ text . \n")
+    monkeypatch.setenv("GOLDEN_FAST_DATA", str(tmp_path / "data"))
+    c = resolve_corpus("wikitext-2", StatsConfig(corpus="wikitext-2"))
+    assert c.kind == "wikitext" and c.texts(5) == ["First text, here.", "Second-text."]
+    moved = tmp_path / "elsewhere" / "wikitext-2"
+    moved.mkdir(parents=True)
+    (moved / "test.txt").write_bytes((folder / "test.txt").read_bytes())
+    monkeypatch.setenv("GOLDEN_FAST_DATA", str(tmp_path / "elsewhere"))
+    assert resolve_corpus("wikitext-2", StatsConfig(corpus="wikitext-2")).fingerprint == c.fingerprint
+    monkeypatch.setenv("GOLDEN_FAST_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="GOLDEN_FAST_DATA"):
+        resolve_corpus("wikitext-2", StatsConfig(corpus="wikitext-2"))

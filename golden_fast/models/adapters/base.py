@@ -24,7 +24,7 @@ def _get(root: nn.Module, path: str) -> nn.Module:
 class ModelAdapter:
     """Base adapter. Subclasses set the class attributes; the methods rarely need overriding.
 
-    Shape letters follow SPEC.md: d = hidden width, m = MLP inner width (d_ff).
+    Shape letters follow golden_fast/FORMULAS.md: d = hidden width, m = MLP inner width (d_ff).
     Hook sites (canonical names, TransformerLens equivalents in brackets):
       layers.{l}.mlp.down.in   the key k, input of the down-projection   [blocks.{l}.mlp.hook_post]
       layers.{l}.mlp.down.out  the value v = W k                          [blocks.{l}.hook_mlp_out*]
@@ -113,8 +113,8 @@ class ModelAdapter:
     @property
     def logit_softcap(self) -> float | None:
         """Gemma-2 caps logits as cap * tanh(z / cap); None for families that don't."""
-        cfg = getattr(self.model, "config", None)
-        return getattr(cfg, "final_logit_softcapping", None)
+        model_config = getattr(self.model, "config", None)
+        return getattr(model_config, "final_logit_softcapping", None)
 
     def residual_output(self, layer: int) -> nn.Module:
         """The module whose output (first element if a tuple) is the residual after `layer`."""

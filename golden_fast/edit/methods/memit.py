@@ -8,32 +8,36 @@ R = (Z - H_current) / (number of layers left, this one included):
     EMMET:  C0 = lambda C (+ update_norm_lambda I);  D = K^T C0^-1 K (+ emmet_lambda I if n > 1)
             Delta = R D^-1 K^T C0^-1
 Every Delta is applied as factors U V^T (U = R or R D^-1, V = the solved keys), float64
-solves, ill-conditioning reported and a pseudo-inverse fallback for a singular D.
+solves, ill-conditioning reported and a pseudo-inverse fallback for a singular D. Where a
+post-MLP norm sits before the residual (Gemma), R is first mapped through it (`through_post_norm`).
+See FORMULAS.md, sections "MEMIT" and "EMMET".
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from golden_fast.edit.common import ApplyFn, EditError, RequestTrace
+from golden_fast.edit.config import MEMITConfig
+from golden_fast.edit.context import context_templates
+from golden_fast.edit.keys import keys_at_subject
+from golden_fast.edit.moments import ILL_CONDITIONED, Moments
+from golden_fast.edit.registry import EditorSpec, register
+from golden_fast.edit.values import optimise_targets
 from golden_fast.models import get_adapter
 
-from .base import ApplyFn, EditError, RequestTrace
-from .context import context_templates
-from .keys import keys_at_subject
-from .moments import ILL_CONDITIONED, Moments
-from .values import optimise_targets
 
-
-def _residual_at(model, tok, requests, layer) -> torch.Tensor:
+def residual_at(model, tok, requests, layer) -> torch.Tensor:
     """Residual stream after `layer` at the subject's last token of the bare prompts (n, d)."""
     return keys_at_subject(model, tok, requests, [layer], ["{}"], site="out")[layer][0].to(torch.float64)
 
 
-def _keys_and_bare_output(model, tok, requests, layer, templates, want_output: bool, bare: int | None):
+def keys_and_bare_output(model, tok, requests, layer, templates, want_output: bool, bare: int | None):
     """(K (m, n) template-averaged keys, the down-projection's output at the bare prompts (n, d) or None).
 
     The bare output comes from the same forward when the bare prompt is one of the templates."""
@@ -93,39 +97,43 @@ def _solve_small(D: torch.Tensor, B: torch.Tensor, warnings: list[str], layer: i
 
 
 def mass_edit(
-    model, tok, requests: Sequence, hp, stats, apply: ApplyFn, method: str = "memit", progress: bool = True
+    model, tok, requests: Sequence, hparams, stats, apply: ApplyFn, method: str = "memit", progress: bool = True
 ) -> list[RequestTrace]:
-    layers = sorted(hp.layers)
+    layers = sorted(hparams.layers)
     if len(set(layers)) != len(layers):
-        raise ValueError(f"layers must be distinct, got {list(hp.layers)}")
-    moments = Moments.resolve(stats, model, tok, hp)
+        raise ValueError(f"layers must be distinct, got {list(hparams.layers)}")
+    moments = Moments.resolve(stats, model, tok, hparams)
     n = len(requests)
     z_layer = layers[-1]
-    templates = context_templates(model, tok, hp.context_template_length_params)
-    tgt = optimise_targets(model, tok, requests, z_layer, "out", templates, hp)
+    templates = context_templates(model, tok, hparams.context_template_length_params)
+    tgt = optimise_targets(model, tok, requests, z_layer, "out", templates, hparams)
     Z = tgt.init.to(torch.float64) + tgt.delta.to(torch.float64)  # (n, d)
     traces = [RequestTrace(index=i, loss_curve=tgt.loss_curves[i]) for i in range(n)]
     warnings: list[str] = []
     total_sq, conds, per_layer = 0.0, [], {}
     adapter = get_adapter(model)
+    clock = {"keys": 0.0, "solve": 0.0, "apply": 0.0}  # seconds, for the time split benchmarks report
     for i, layer in enumerate(tqdm(layers, desc=f"{method} layers", disable=not progress)):
         norm = adapter.post_mlp_norm(layer)
         bare = templates.index("{}") if norm is not None and "{}" in templates else None
-        K, X = _keys_and_bare_output(model, tok, requests, layer, templates, norm is not None, bare)
-        H = _residual_at(model, tok, requests, z_layer)  # (n, d), current weights
+        t0 = time.perf_counter()
+        K, X = keys_and_bare_output(model, tok, requests, layer, templates, norm is not None, bare)
+        H = residual_at(model, tok, requests, z_layer)  # (n, d), current weights
         R = (Z - H).T / (len(layers) - i)  # (d, n)
+        t1 = time.perf_counter()
+        clock["keys"] += t1 - t0
         try:
             if norm is not None:  # Gemma: the residual change R must be made through the post-MLP norm
                 R = through_post_norm(norm, X, R.T).T
             if method == "memit":
-                V = moments.solve(layer, K, scale=hp.mom2_update_weight, extra=K @ K.T, warnings=warnings)
+                V = moments.solve(layer, K, scale=hparams.mom2_update_weight, extra=K @ K.T, warnings=warnings)
                 U = R
             else:
-                C0inv_K = moments.solve(layer, K, scale=hp.mom2_update_weight, ridge=hp.update_norm_lambda,
+                C0inv_K = moments.solve(layer, K, scale=hparams.mom2_update_weight, ridge=hparams.update_norm_lambda,
                                         warnings=warnings)  # (m, n)
                 D = K.T @ C0inv_K  # (n, n)
                 if n > 1:
-                    D = D + hp.emmet_lambda * torch.eye(n, dtype=torch.float64)
+                    D = D + hparams.emmet_lambda * torch.eye(n, dtype=torch.float64)
                 DinvT_Rt, cond_d = _solve_small(D.T, R.T, warnings, layer)  # D^-T R^T = (R D^-1)^T
                 U, V = DinvT_Rt.T, C0inv_K
                 conds.append(cond_d)
@@ -138,7 +146,10 @@ def mass_edit(
         sq = float(((U.T @ U) * (V.T @ V)).sum())
         total_sq += sq
         per_layer[layer] = (U, V)
+        t2 = time.perf_counter()
+        clock["solve"] += t2 - t1
         apply(layer, U, V)
+        clock["apply"] += time.perf_counter() - t2
     for tr in traces:
         tr.update_norm = math.sqrt(max(total_sq, 0.0))
         tr.condition = max(conds) if conds else None
@@ -147,4 +158,13 @@ def mass_edit(
     traces[0].extras["layer_updates"] = per_layer
     traces[0].extras["targets_seconds"] = tgt.setup_seconds + tgt.loop_seconds  # z optimisation, whole batch
     traces[0].extras["targets_reused_seconds"] = tgt.reused_seconds  # what cached z cost when first made
+    traces[0].extras.update({f"{k}_seconds": v for k, v in clock.items()})
     return traces
+
+
+def _run_memit(model, tok, requests: Sequence, hparams, stats, apply: ApplyFn, progress: bool = True):
+    return mass_edit(model, tok, requests, hparams, stats, apply, method="memit", progress=progress)
+
+
+register(EditorSpec(name="memit", config=MEMITConfig, run=_run_memit, default_mode="batch", native_batch=True,
+                    targets="z", order=20, description="MEMIT: a batch spread over several layers, least squares"))

@@ -6,6 +6,9 @@ rome:   k is the key of the bare prompt (the original implementation's choice, k
         faithfulness), W k + b its output.
 r-rome: k = k*, the template-averaged key, in both places (and W k* + b its output):
         this removes the "disabling edits" that make sequential ROME collapse.
+
+C is the keys' second moment (identity when mom2_adjustment is off), v* the optimised value;
+see FORMULAS.md, sections "ROME" and "R-ROME".
 """
 
 from __future__ import annotations
@@ -15,25 +18,26 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from golden_fast.edit.common import ApplyFn, EditError, RequestTrace
+from golden_fast.edit.config import ROMEConfig, RROMEConfig
+from golden_fast.edit.context import context_templates
+from golden_fast.edit.keys import keys_at_subject
+from golden_fast.edit.moments import Moments
+from golden_fast.edit.registry import EditorSpec, register
+from golden_fast.edit.values import optimise_targets
 from golden_fast.models import get_adapter
-
-from .base import ApplyFn, EditError, RequestTrace
-from .context import context_templates
-from .keys import keys_at_subject
-from .moments import Moments
-from .values import optimise_targets
 
 
 def rome_updates(
-    model, tok, requests: Sequence, hp, stats, apply: ApplyFn, method: str = "r-rome", progress: bool = True
+    model, tok, requests: Sequence, hparams, stats, apply: ApplyFn, method: str = "r-rome", progress: bool = True
 ) -> list[RequestTrace]:
     """Compute every request's update on the current weights, then apply them all."""
-    if len(hp.layers) != 1:
-        raise ValueError(f"{method} edits one layer; got layers={list(hp.layers)}")
-    layer = hp.layers[0]
+    if len(hparams.layers) != 1:
+        raise ValueError(f"{method} edits one layer; got layers={list(hparams.layers)}")
+    layer = hparams.layers[0]
     adapter = get_adapter(model)
-    moments = Moments.resolve(stats, model, tok, hp)
-    templates = context_templates(model, tok, hp.context_template_length_params)
+    moments = Moments.resolve(stats, model, tok, hparams)
+    templates = context_templates(model, tok, hparams.context_template_length_params)
     W = adapter.down_weight(layer).detach().to(torch.float64)  # (d, m)
     b = adapter.down_bias(layer)
     b = None if b is None else b.detach().to(torch.float64)
@@ -45,7 +49,7 @@ def rome_updates(
     keys = keys_at_subject(model, tok, requests, [layer], templates, per_template=True)[layer][0]  # (n, T, m)
     k_star = keys.mean(1)  # (n, m) float64
     k_bare = keys[:, templates.index("{}")] if method == "rome" else None
-    tgt = optimise_targets(model, tok, requests, layer, "mlp.down.out", templates, hp)
+    tgt = optimise_targets(model, tok, requests, layer, "mlp.down.out", templates, hparams)
     for i in it:
         req = requests[i]
         tr = RequestTrace(index=i, loss_curve=tgt.loss_curves[i])
@@ -73,3 +77,18 @@ def rome_updates(
     for lam, u in updates:
         apply(layer, lam[:, None], u[:, None])
     return traces
+
+
+def _run_rome(model, tok, requests: Sequence, hparams, stats, apply: ApplyFn, progress: bool = True):
+    return rome_updates(model, tok, requests, hparams, stats, apply, method="rome", progress=progress)
+
+
+def _run_r_rome(model, tok, requests: Sequence, hparams, stats, apply: ApplyFn, progress: bool = True):
+    return rome_updates(model, tok, requests, hparams, stats, apply, method="r-rome", progress=progress)
+
+
+register(EditorSpec(name="rome", config=ROMEConfig, run=_run_rome, default_mode="sequential", targets="v*",
+                    single=True, order=10, description="ROME: one rank-one update per fact, bare-prompt key"))
+register(EditorSpec(name="r-rome", config=RROMEConfig, run=_run_r_rome, default_mode="sequential", targets="v*",
+                    single=True, aliases=("rrome",), order=11,
+                    description="R-ROME: ROME with the template-averaged key in both places"))

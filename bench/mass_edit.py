@@ -1,0 +1,230 @@
+"""Mass editing at scale: one batch of n facts per editor, and lifelong editing in batches.
+
+    python bench/mass_edit.py batch --methods emmet,memit,alphaedit,ultraedit --sizes 100,1000
+    python bench/mass_edit.py lifelong --methods alphaedit,ultraedit --total 2000 --chunk 100 --every 500
+
+batch: for each (editor, n) the first n facts edited as one batch at the editor's layers, then
+rewrite / rephrase / locality over the n facts (knowedit suite, locality against the pre-edit
+predictions), WikiText-2 perplexity after the edit (and once before), the edit time split into
+targets (v*/z optimisation, or UltraEdit's forward/backward) / keys / solve / apply, and the peak
+resident memory of the edit; then the edit is reverted (bitwise). Editors that optimise z share
+one set per fact (`reuse_targets`): a z computed for MEMIT serves EMMET and AlphaEdit, and counts
+at what it cost when first computed, so each row is the time of that editor alone.
+
+lifelong: the first --total facts edited --chunk at a time (each chunk on the model as the earlier
+ones left it); at every --every facts the metrics of all facts edited so far and the perplexity.
+Each checkpoint saves its journal (with the editor's state), so a rerun replays and continues.
+
+Every point is one JSON file under --out (a rerun computes only the missing ones); the script
+prints the table and the README's rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+
+from golden_fast.data import validate  # noqa: E402
+from golden_fast.data.location import data_dir  # noqa: E402
+from golden_fast.edit import EditJournal, Editor, apply_journal  # noqa: E402
+from golden_fast.edit.target_cache import reuse_targets  # noqa: E402
+from golden_fast.evaluate import EvalReport, evaluate  # noqa: E402
+from golden_fast.evaluate.perplexity import perplexity  # noqa: E402
+from golden_fast.experiment.memory import measure_peak  # noqa: E402
+from golden_fast.fileio import read_json, write_json  # noqa: E402
+from golden_fast.models import load_model  # noqa: E402
+
+SPLIT = ("targets", "keys", "solve", "apply")
+SHOWN = ("rewrite_acc", "rephrase_acc", "locality")
+
+
+def _facts(args: argparse.Namespace, n: int) -> list:
+    """The first n valid records from --offset (malformed ones skipped, counted)."""
+    reqs, errors = validate(args.data, offset=args.offset)
+    if errors:
+        print(f"{args.data}: {len(errors)} malformed record(s) skipped, e.g. {errors[0]}", flush=True)
+    if len(reqs) < n:
+        raise SystemExit(f"{args.data} has only {len(reqs)} valid records after offset {args.offset}; {n} asked")
+    return list(reqs[:n])
+
+
+def _summary(report: EvalReport) -> dict[str, Any]:
+    return {m: {"mean": s.mean, "lo": s.lo, "hi": s.hi, "n": s.n} for m, s in report.summary().items()}
+
+
+def _split(res: Any, wall: float) -> dict[str, float]:
+    """The edit's time split from the editor's trace (targets served from the cache count at their cost)."""
+    ex = res.traces[0].extras if res.traces else {}
+    out = {k: float(ex.get(f"{k}_seconds", 0.0)) for k in SPLIT}
+    out["targets"] += float(ex.get("targets_reused_seconds", 0.0))
+    out["total"] = wall + float(ex.get("targets_reused_seconds", 0.0))
+    out["other"] = max(0.0, out["total"] - sum(out[k] for k in SPLIT))
+    return out
+
+
+def _ppl(model, tok, args) -> dict[str, Any]:
+    return perplexity(model, tok, window=args.ppl_window, max_tokens=args.ppl_tokens, progress=False).to_dict()
+
+
+def _pre(model, tok, args, out: Path, facts: list) -> tuple[EvalReport, dict[str, Any]]:
+    """Pre-edit report of the largest fact set asked and the pre-edit perplexity, computed once."""
+    path = out / "pre.json"
+    saved = read_json(path)
+    keys = [r.ref for r in facts]
+    if saved is not None and saved["keys"] == keys and saved["ppl_settings"] == [args.ppl_window, args.ppl_tokens]:
+        return EvalReport.from_dict(saved["report"]), saved["perplexity"]
+    t0 = time.perf_counter()
+    pre = evaluate(model, tok, facts, suites=("knowedit",))
+    ppl = _ppl(model, tok, args)
+    write_json(path, {"keys": keys, "report": pre.to_dict(), "perplexity": ppl,
+                      "ppl_settings": [args.ppl_window, args.ppl_tokens], "seconds": time.perf_counter() - t0})
+    return pre, ppl
+
+
+def _hparams(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    over = dict(json.loads(args.hparams)) if args.hparams else {}
+    over = dict(over.get(method, over if not any(isinstance(v, dict) for v in over.values()) else {}))
+    if args.layers:
+        over["layers"] = args.layers
+    return over
+
+
+def run_batch(args: argparse.Namespace, model, tok, out: Path) -> list[dict[str, Any]]:
+    facts = _facts(args, max(args.sizes))
+    pre, ppl0 = _pre(model, tok, args, out, facts)
+    rows = []
+    with reuse_targets():
+        for n in sorted(args.sizes):
+            for method in args.methods:
+                path = out / f"batch-{method}-n{n:05d}.json"
+                point = read_json(path)
+                if point is None:
+                    reqs = facts[:n]
+                    ed = Editor(model, tok, method, hparams=_hparams(args, method), progress=not args.quiet)
+                    print(f"{method}: one batch of {n} at layers {ed.layers}", flush=True)
+                    t0 = time.perf_counter()
+                    with measure_peak() as mem:
+                        res = ed.edit(reqs, mode="batch")
+                    wall = time.perf_counter() - t0
+                    try:
+                        t1 = time.perf_counter()
+                        post = evaluate(model, tok, reqs, pre=pre, suites=("knowedit",))
+                        eval_s = time.perf_counter() - t1
+                        ppl = _ppl(model, tok, args)
+                    finally:
+                        res.revert()
+                    point = {"mode": "batch", "method": method, "n": n, "layers": list(ed.layers),
+                             "hparams": json.loads(json.dumps(res.journal.hparams, default=str)),
+                             "time": _split(res, wall), "eval_seconds": eval_s, "peak": mem.to_dict(),
+                             "summary": _summary(post), "perplexity_before": ppl0["perplexity"],
+                             "perplexity_after": ppl["perplexity"], "perplexity": ppl,
+                             "warnings": sorted({w for t in res.traces for w in t.warnings})[:20],
+                             "threads": torch.get_num_threads(), "machine": _common.device_name()}
+                    write_json(path, point)
+                rows.append(point)
+                _print_row(point)
+    return rows
+
+
+def run_lifelong(args: argparse.Namespace, model, tok, out: Path) -> list[dict[str, Any]]:
+    facts = _facts(args, args.total)
+    pre, ppl0 = _pre(model, tok, args, out, facts)
+    rows = []
+    for method in args.methods:
+        folder = out / f"lifelong-{method}-c{args.chunk}"
+        folder.mkdir(parents=True, exist_ok=True)
+        curve: list[dict[str, Any]] = read_json(folder / "curve.json") or []
+        done = curve[-1]["edits"] if curve else 0
+        ed = Editor(model, tok, method, hparams=_hparams(args, method), progress=False, revert_each=False)
+        replayed = []
+        for point in curve:  # replay the saved checkpoints, bitwise, with the editor's state
+            journal = EditJournal.load(folder / f"journal-{point['edits']:05d}")
+            replayed.append(apply_journal(model, journal))
+            if journal.editor_state is not None:
+                ed.state.clear()
+                ed.state.update(journal.editor_state)
+        try:
+            for stop in range(done + args.every, args.total + 1, args.every):
+                segment = facts[done:stop]
+                t0 = time.perf_counter()
+                with measure_peak() as mem:
+                    res = ed.edit(segment, mode="sequential", batch_size=args.chunk)
+                wall = time.perf_counter() - t0
+                res.journal.save(folder / f"journal-{stop:05d}", overwrite=True)
+                t1 = time.perf_counter()
+                post = evaluate(model, tok, facts[:stop], pre=pre, suites=("knowedit",))
+                eval_s = time.perf_counter() - t1
+                ppl = _ppl(model, tok, args)
+                cum = (curve[-1]["cum_edit_seconds"] if curve else 0.0) + wall
+                curve.append({"mode": "lifelong", "method": method, "edits": stop, "chunk": args.chunk,
+                              "layers": list(ed.layers), "edit_seconds": wall, "cum_edit_seconds": cum,
+                              "eval_seconds": eval_s, "peak": mem.to_dict(), "summary": _summary(post),
+                              "perplexity_before": ppl0["perplexity"], "perplexity_after": ppl["perplexity"],
+                              "threads": torch.get_num_threads(), "machine": _common.device_name()})
+                write_json(folder / "curve.json", curve)
+                _print_row(curve[-1])
+                done = stop
+        finally:
+            ed.revert()
+            for live in reversed(replayed):
+                live.revert(model)
+        rows += curve
+    return rows
+
+
+def _print_row(p: dict[str, Any]) -> None:
+    s = p["summary"]
+    vals = " ".join(f"{m} {s[m]['mean']:.3f}" for m in SHOWN if m in s)
+    size = p.get("n", p.get("edits"))
+    t = p.get("time", {})
+    split = " / ".join(f"{t.get(k, 0):.0f}" for k in SPLIT) if t else ""
+    print(f"{p['mode']:8s} {p['method']:10s} {size:6d}  {vals}  ppl {p['perplexity_before']:.2f} -> "
+          f"{p['perplexity_after']:.2f}  edit {t.get('total', p.get('edit_seconds', 0)):.0f} s"
+          + (f" (targets / keys / solve / apply {split})" if split else "")
+          + f"  peak +{p['peak'].get('extra_mib') or float('nan'):.0f} MiB", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=("batch", "lifelong"))
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--data", default=str((data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"))
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--methods", type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
+                   default=["emmet", "memit", "alphaedit", "ultraedit"])
+    p.add_argument("--sizes", type=lambda s: [int(w) for w in s.split(",")], default=[100, 1000])
+    p.add_argument("--total", type=int, default=2000, help="lifelong: facts in all")
+    p.add_argument("--chunk", type=int, default=100, help="lifelong: facts per edit")
+    p.add_argument("--every", type=int, default=500, help="lifelong: facts between checkpoints")
+    p.add_argument("--layers", type=lambda s: [int(w) for w in s.split(",")], default=None,
+                   help="edited layers for every method (default: each method's preset)")
+    p.add_argument("--hparams", default=None, help='JSON overrides, e.g. {"ultraedit": {"lr": 1e-5}}')
+    p.add_argument("--ppl-window", type=int, default=512)
+    p.add_argument("--ppl-tokens", type=int, default=16384)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None)
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    name = Path(args.data).stem.split("-")[0]
+    out = Path(args.out or _common.RESULTS / "mass" / f"{args.model}-{name}")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model, tok = load_model(args.model)
+    print(f"{args.model} loaded in {time.perf_counter() - t0:.1f} s; results in {out}", flush=True)
+    rows = run_batch(args, model, tok, out) if args.mode == "batch" else run_lifelong(args, model, tok, out)
+    print(json.dumps({"bench": "mass_edit", "mode": args.mode, "points": len(rows), "out": str(out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
