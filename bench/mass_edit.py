@@ -8,8 +8,9 @@ rewrite / rephrase / locality over the n facts (knowedit suite, locality against
 predictions), WikiText-2 perplexity after the edit (and once before), the edit time split into
 targets (v*/z optimisation, or UltraEdit's forward/backward) / keys / solve / apply, and the peak
 resident memory of the edit; then the edit is reverted (bitwise). Editors that optimise z share
-one set per fact (`reuse_targets`): a z computed for MEMIT serves EMMET and AlphaEdit, and counts
-at what it cost when first computed, so each row is the time of that editor alone.
+one set per fact (`reuse_targets`, kept in $GOLDEN_FAST_HOME/targets/<model>.safetensors across runs):
+a z computed for MEMIT serves EMMET and AlphaEdit, and counts at what it cost when first computed,
+so each row is the time of that editor alone.
 
 lifelong: the first --total facts edited --chunk at a time (each chunk on the model as the earlier
 ones left it); at every --every facts the metrics of all facts edited so far and the perplexity.
@@ -36,12 +37,12 @@ import _common  # noqa: E402
 from golden_fast.data import validate  # noqa: E402
 from golden_fast.data.location import data_dir  # noqa: E402
 from golden_fast.edit import EditJournal, Editor, apply_journal  # noqa: E402
-from golden_fast.edit.target_cache import reuse_targets  # noqa: E402
+from golden_fast.edit.target_cache import TargetCache, reuse_targets  # noqa: E402
 from golden_fast.evaluate import EvalReport, evaluate  # noqa: E402
 from golden_fast.evaluate.perplexity import perplexity  # noqa: E402
 from golden_fast.experiment.memory import measure_peak  # noqa: E402
 from golden_fast.fileio import read_json, write_json  # noqa: E402
-from golden_fast.models import load_model  # noqa: E402
+from golden_fast.models import home, load_model  # noqa: E402
 
 SPLIT = ("targets", "keys", "solve", "apply")
 SHOWN = ("rewrite_acc", "rephrase_acc", "locality")
@@ -102,7 +103,8 @@ def run_batch(args: argparse.Namespace, model, tok, out: Path) -> list[dict[str,
     facts = _facts(args, max(args.sizes))
     pre, ppl0 = _pre(model, tok, args, out, facts)
     rows = []
-    with reuse_targets():
+    store = home() / "targets" / f"{args.model}.safetensors"  # z and v* shared by every run on this model
+    with reuse_targets(TargetCache.load(store)) as cache:
         for n in sorted(args.sizes):
             for method in args.methods:
                 path = out / f"batch-{method}-n{n:05d}.json"
@@ -130,6 +132,8 @@ def run_batch(args: argparse.Namespace, model, tok, out: Path) -> list[dict[str,
                              "warnings": sorted({w for t in res.traces for w in t.warnings})[:20],
                              "threads": torch.get_num_threads(), "machine": _common.device_name()}
                     write_json(path, point)
+                    if cache.misses:
+                        cache.save(store)
                 rows.append(point)
                 _print_row(point)
     return rows
@@ -181,6 +185,30 @@ def run_lifelong(args: argparse.Namespace, model, tok, out: Path) -> list[dict[s
     return rows
 
 
+def markdown_table(out: Path) -> str:
+    """The README's table of every saved point under `out`: batch points, then lifelong curves."""
+    head = ("| editor | facts | mode | layers | rewrite | rephrase | locality | WikiText-2 ppl before → after "
+            "| edit s (targets / keys / solve / apply) | peak above start, MiB |")
+    lines = [head, "|" + "---|" * 10]
+    points = [read_json(f) for f in sorted(out.glob("batch-*.json"))]
+    points.sort(key=lambda p: (p["n"], p["method"]))
+    for f in sorted(out.glob("lifelong-*/curve.json")):
+        points += read_json(f)
+    for p in points:
+        s = p["summary"]
+        t = p.get("time")
+        split = f"{t['total']:.0f} ({' / '.join(f'{t[k]:.0f}' for k in SPLIT)})" if t else f"{p['edit_seconds']:.0f}"
+        mode = "one batch" if p["mode"] == "batch" else f"lifelong, {p['chunk']} a time"
+        vals = " | ".join(f"{s[m]['mean']:.3f}" if m in s else "-" for m in SHOWN)
+        layers = p["layers"]
+        band = f"{layers[0]}-{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) else str(layers)
+        extra = p["peak"].get("extra_mib")
+        lines.append(f"| {p['method']} | {p.get('n', p.get('edits')):,} | {mode} | {band} | {vals} | "
+                     f"{p['perplexity_before']:.2f} → {p['perplexity_after']:.2f} | {split} | "
+                     f"{'-' if extra is None else f'{extra:,.0f}'} |")
+    return "\n".join(lines)
+
+
 def _print_row(p: dict[str, Any]) -> None:
     s = p["summary"]
     vals = " ".join(f"{m} {s[m]['mean']:.3f}" for m in SHOWN if m in s)
@@ -195,7 +223,7 @@ def _print_row(p: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=("batch", "lifelong"))
+    p.add_argument("mode", choices=("batch", "lifelong", "table"), help="table: print the saved points as Markdown")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--data", default=str((data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"))
     p.add_argument("--offset", type=int, default=0)
@@ -218,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     name = Path(args.data).stem.split("-")[0]
     out = Path(args.out or _common.RESULTS / "mass" / f"{args.model}-{name}")
     out.mkdir(parents=True, exist_ok=True)
+    if args.mode == "table":
+        print(markdown_table(out))
+        return 0
     t0 = time.perf_counter()
     model, tok = load_model(args.model)
     print(f"{args.model} loaded in {time.perf_counter() - t0:.1f} s; results in {out}", flush=True)

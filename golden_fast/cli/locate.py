@@ -5,6 +5,7 @@
     golden-fast locate --model smollm2-135m --data known_1000.json --method cma --n 20 \\
         --plot cma.png --heatmap trace.png
     golden-fast locate --model smollm2-135m --data cf.json --method brute --n 20 --out runs/brute --plot bf.png
+    golden-fast locate --model smollm2-135m --data cf.json --method hybrid --n 32 --out runs/hybrid
 
 (--data: a local copy of a benchmark file, e.g. CounterFact or ROME's known_1000; `--data builtin`
 uses the small fact set shipped with the package.)
@@ -12,7 +13,10 @@ uses the small fact set shipped with the package.)
 LGA (Layer Gradient Analysis) takes one forward and one backward pass per batch for the old answers
 and one for the new; CMA (causal tracing) runs (layers + 1) x --samples noisy copies per request;
 brute force edits each request at each layer (R-ROME by default), evaluates and reverts, and can be
-resumed: rerun the same command with the same --out.
+resumed: rerun the same command with the same --out. The hybrid takes LGA's best --shortlist layers
+(after its Tukey filter) and runs successive halving with trial edits on the proxy requests: --n0
+requests per layer, the better half kept and the requests doubled each round, early stop when the
+leader's paired bootstrap interval is above 0 against every other layer (resumable with --out too).
 """
 
 from __future__ import annotations
@@ -41,11 +45,12 @@ def _k(text: str) -> float | None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from golden_fast.edit.registry import editor_names
+    from golden_fast.locate.api import METHODS
     from golden_fast.locate.lga import LOSS_REDUCTIONS, LOSS_SPANS, OLD_ANSWERS, THETAS, VARIANTS
 
     p = sub.add_parser(
         "locate",
-        help="choose the layer to edit: LGA, causal tracing (cma) or brute force",
+        help="choose the layer to edit: LGA, causal tracing (cma), brute force or hybrid (LGA + trial edits)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -54,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--data", required=True, help="a CounterFact/zsRE/KnowEdit/known_1000/golden-fast file, or 'builtin'"
     )
     p.add_argument("--format", default=None, help="data format (default: detected from the records)")
-    p.add_argument("--method", default="lga", choices=("lga", "cma", "brute"), help="default: lga")
+    p.add_argument("--method", default="lga", choices=METHODS, help="default: lga")
     p.add_argument("--n", type=int, default=None, help="use the first N requests (after --offset) as the proxy set")
     p.add_argument("--offset", type=int, default=0, help="skip the first N requests")
     p.add_argument("--layers", type=_layers, default=None, help="candidate layers: 3,4,5 or 0-29 (default: all)")
@@ -109,6 +114,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--hparams", default=None, help="editor hyperparameter file (default: the preset)")
     g.add_argument("--identity-c", action="store_true", help="C = I (no second-moment statistics)")
     g.add_argument("--out", default=None, metavar="DIR", help="resumable results directory")
+    g = p.add_argument_group("hybrid (also takes the LGA and brute-force options)")
+    g.add_argument(
+        "--shortlist",
+        type=int,
+        default=8,
+        metavar="C",
+        help="LGA's best kept layers that enter the halving (default 8)",
+    )
+    g.add_argument(
+        "--n0", type=int, default=4, metavar="N", help="requests each layer edits in the first round (default 4)"
+    )
+    g.add_argument(
+        "--confidence", type=float, default=0.95, metavar="P", help="of the early stop's intervals (default 0.95)"
+    )
+    g.add_argument(
+        "--min-stop-facts", type=int, default=8, metavar="N", help="no early stop before this many requests (default 8)"
+    )
+    g.add_argument("--no-early-stop", action="store_true", help="halve until one layer is left")
+    g.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the early stop's bootstrap (default 0)")
     p.set_defaults(func=_run)
 
 
@@ -173,9 +197,44 @@ def _run(args: argparse.Namespace) -> int:
                 raise CLIError("--identity-c and --hparams: put mom2_adjustment: false in the file instead", code=2)
             hparams = {"mom2_adjustment": False}
         editor = {"method": args.editor, "hparams": hparams}
-        scores = locate(
-            model, tok, requests, "brute", args.layers, editor=editor, out=args.out, top_k=args.top_k, progress=progress
-        )
+        if args.method == "hybrid":
+            scores = locate(
+                model,
+                tok,
+                requests,
+                "hybrid",
+                args.layers,
+                editor=editor,
+                out=args.out,
+                top_k=args.top_k,
+                progress=progress,
+                shortlist=args.shortlist,
+                n0=args.n0,
+                confidence=args.confidence,
+                min_stop_facts=args.min_stop_facts,
+                early_stop=not args.no_early_stop,
+                seed=args.seed,
+                theta=args.theta,
+                variant=args.variant,
+                loss_span=args.loss_span,
+                loss_reduction=args.loss_reduction,
+                old_answer=args.old_answer,
+                tukey_k=args.tukey_k,
+                batch_size=args.batch_size,
+                checkpoint=args.checkpoint,
+            )
+        else:
+            scores = locate(
+                model,
+                tok,
+                requests,
+                "brute",
+                args.layers,
+                editor=editor,
+                out=args.out,
+                top_k=args.top_k,
+                progress=progress,
+            )
     print(scores.summary())
     if args.method == "cma":
         print(
@@ -188,6 +247,17 @@ def _run(args: argparse.Namespace) -> int:
         rep = dict(scores.extra["golden"])
         rep["gap"] = {k: Gap(**v) for k, v in rep["gap"].items()}
         print(GoldenReport(**rep).table())
+    if args.method == "hybrid":
+        from golden_fast.locate.hybrid import rounds_table
+
+        cost = scores.extra["cost"]
+        print(f"  shortlist (LGA, best first): {scores.extra['shortlist']}")
+        print(rounds_table(scores.extra["rounds"]))
+        print(
+            f"  cost: {cost['edits']} trial edit(s) (full schedule {cost['full_schedule_edits']}), "
+            f"{cost['seconds']:.1f} s (LGA {cost['lga_seconds']:.1f} s)"
+            + ("; stopped early" if scores.extra["stopped_early"] else "")
+        )
     if args.plot:
         print(f"plot: {scores.plot(args.plot)}")
     if args.json:
@@ -202,6 +272,7 @@ def _run(args: argparse.Namespace) -> int:
                 "wall_time": round(scores.wall_time, 3),
                 "n": scores.n_used,
             }
+            | ({"edits": scores.extra["cost"]["edits"]} if args.method == "hybrid" else {})
         )
     )
     return 0

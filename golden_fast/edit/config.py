@@ -88,13 +88,17 @@ class RROMEConfig(ROMEConfig):
 class MEMITConfig(ROMEConfig):
     """Args (beyond ROMEConfig's):
     layers: the edited layers l_1 < ... < l_L; targets z are optimised at the last one.
-    mom2_update_weight: lambda in Delta = R K^T (lambda C + K K^T)^-1.
+    mom2_update_weight: lambda in Delta = R K^T (lambda C + update_norm_lambda I + K K^T)^-1.
+    update_norm_lambda: norm control, a Frobenius-norm penalty on each update (ENCORE's norm
+        constraint, Gupta et al. 2025): the ridge it adds keeps the accumulated update of a long
+        sequential run from growing until the model collapses. 0 is MEMIT's own update.
     """
 
     layers: tuple[int, ...] = (3, 4, 5, 6, 7, 8)
     v_weight_decay: float = 1e-3
     clamp_norm_factor: float = 0.75
     mom2_update_weight: float = 15000.0
+    update_norm_lambda: float = 0.0
     # MEMIT's own context templates: the bare prompt and 5 prefixes of 10 tokens (ROME samples 20);
     # a quarter of the rows per z step, which matters at thousands of facts
     context_template_length_params: tuple[tuple[int, int], ...] = ((10, 5),)
@@ -106,11 +110,10 @@ class MEMITConfig(ROMEConfig):
 class EMMETConfig(MEMITConfig):
     """Args (beyond MEMITConfig's):
     emmet_lambda: ridge added to D = K^T C0^-1 K when a batch has more than one edit.
-    update_norm_lambda: ridge added to C0 = lambda C.
+    update_norm_lambda: ridge added to C0 = lambda C (norm control, as MEMIT's).
     """
 
     emmet_lambda: float = 0.1
-    update_norm_lambda: float = 0.0
 
     method = "emmet"
 

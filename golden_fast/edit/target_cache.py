@@ -23,7 +23,9 @@ import contextlib
 import contextvars
 import dataclasses
 import json
+import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,6 +64,50 @@ class TargetCache:
 
     def put(self, key: tuple, entry: CachedTarget) -> None:
         self._store[key] = entry
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write every entry to one safetensors file (tensors, with the keys and costs as its JSON
+        metadata), atomically, so a later process can serve the same targets (`TargetCache.load`)."""
+        from safetensors.torch import save_file
+
+        from golden_fast.fileio import atomic_path
+
+        keys = list(self._store)
+        tensors = {}
+        meta = []
+        for i, k in enumerate(keys):
+            e = self._store[k]
+            tensors[f"{i}.delta"], tensors[f"{i}.init"] = e.delta.contiguous(), e.init.contiguous()
+            meta.append({"key": k, "loss_curve": e.loss_curve, "nll_final": e.nll_final, "seconds": e.seconds})
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "golden-fast-targets", "entries": json.dumps(meta)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TargetCache:
+        """The cache `save` wrote; an empty one when the file does not exist."""
+        from safetensors import safe_open
+
+        cache = cls()
+        path = Path(path)
+        if not path.is_file():
+            return cache
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != "golden-fast-targets":
+                raise ValueError(f"{path}: not a golden-fast target cache")
+            for i, m in enumerate(json.loads(meta["entries"])):
+                cache._store[_as_tuple(m["key"])] = CachedTarget(
+                    f.get_tensor(f"{i}.delta"), f.get_tensor(f"{i}.init"), list(m["loss_curve"]),
+                    float(m["nll_final"]), float(m["seconds"]))
+        return cache
+
+
+def _as_tuple(x: Any) -> Any:
+    """JSON lists back to the tuples a key is made of."""
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list) else x
 
 
 _ACTIVE: contextvars.ContextVar[TargetCache | None] = contextvars.ContextVar("golden_fast_target_cache",

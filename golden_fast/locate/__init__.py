@@ -4,7 +4,7 @@ causal tracing (ROME's CMA, any architecture), brute force (edit / evaluate / re
 layer), and the golden / sample-wise optimal layers of a brute-force tensor.
 
     from golden_fast.locate import locate
-    scores = locate(model, tok, proxy, method="lga")      # or "cma", "brute"
+    scores = locate(model, tok, proxy, method="lga")      # or "cma", "brute", "hybrid"
     scores.chosen, scores.top_k; scores.plot("lga.png"); scores.to_json("lga.json")
 """
 

@@ -14,7 +14,7 @@ from golden_fast.locate.scores import LayerScores
 
 __all__ = ["METHODS", "locate"]
 
-METHODS = ("lga", "cma", "brute")
+METHODS = ("lga", "cma", "brute", "hybrid")
 _BRUTE_OPTIONS = ("out", "suites", "progress", "top_k", "n_boot", "seed")
 
 
@@ -43,14 +43,16 @@ def locate(
 
     Args:
         method: "lga" (Layer Gradient Analysis, `golden_fast.locate.lga`), "cma" (causal tracing,
-            `golden_fast.locate.causal_trace`) or "brute" (edit, evaluate, revert at every layer,
-            `golden_fast.locate.brute_force`).
+            `golden_fast.locate.causal_trace`), "brute" (edit, evaluate, revert at every layer,
+            `golden_fast.locate.brute_force`) or "hybrid" (LGA's shortlist, then successive halving
+            with trial edits, `golden_fast.locate.hybrid`).
         layers: candidate layers (None: all).
-        editor: brute force only: None (R-ROME, the model's preset), a method name, or a mapping
+        editor: brute force and hybrid only: None (R-ROME, the model's preset), a method name, or a mapping
             {"method", "hparams", "stats"} as `Editor` takes them.
         options: the method's options: `LGAConfig` / `CMAConfig` fields (plus `progress`, and
             `noise_subjects` for CMA); for brute force `out` (resumable results directory),
-            `suites`, `progress`, `top_k`, `n_boot`, `seed`.
+            `suites`, `progress`, `top_k`, `n_boot`, `seed`; for hybrid `HybridConfig` fields,
+            `LGAConfig` fields (but top_k, the hybrid's), `out`, `suites`, `progress`.
 
     Returns:
         LayerScores: per-layer scores, the chosen layer and top-k, the filter, wall time, settings.
@@ -58,8 +60,12 @@ def locate(
     name = method.strip().lower()
     if name not in METHODS:
         raise ValueError(f"unknown locate method {method!r}; choose from {', '.join(METHODS)}")
-    if editor is not None and name != "brute":
-        raise ValueError(f"locate(method={name!r}) takes no editor (only brute force edits)")
+    if editor is not None and name not in ("brute", "hybrid"):
+        raise ValueError(f"locate(method={name!r}) takes no editor (only brute force and hybrid edit)")
+    if name == "hybrid":
+        from golden_fast.locate.hybrid import hybrid_from_options
+
+        return hybrid_from_options(model, tok, proxy_requests, layers, editor, options)
     if name == "lga":
         from golden_fast.locate.lga import LGAConfig, lga
 

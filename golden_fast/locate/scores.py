@@ -70,7 +70,7 @@ class LayerScores:
     """Per-layer scores of one locating method and the layer(s) they choose.
 
     Attributes:
-        method: "lga", "cma" or "brute".
+        method: "lga", "cma", "brute" or "hybrid".
         layers: the candidate layers, in order; every per-layer list below is aligned with it.
         scores: the scores the choice is made on (LGA: the selected variant; CMA: the average
             indirect effect; brute force: the mean "overall" metric).
@@ -262,6 +262,7 @@ class LayerScores:
                 "lga": f"LGA score ({self.variant})",
                 "cma": "average indirect effect",
                 "brute": f"mean {self.variant} after edit",
+                "hybrid": f"mean {self.variant} after trial edits",
             }.get(self.method, "score")
         )
         ax.set_title(title or f"{self.method}: {self.n_used} proxy request(s), {self.filter}", fontsize=9)

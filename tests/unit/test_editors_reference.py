@@ -150,7 +150,7 @@ def test_mass_editors_match_formula(model64, method):
     layers = [1, 2]
     lam = 5.0
     cls = MEMITConfig if method == "memit" else EMMETConfig
-    extra = dict(emmet_lambda=0.1, update_norm_lambda=0.5) if method == "emmet" else {}
+    extra = dict(emmet_lambda=0.1, update_norm_lambda=0.5) if method == "emmet" else dict(update_norm_lambda=0.3)
     cfg = cls(layers=layers, mom2_update_weight=lam, **FAST, **extra)
     Cs = {l: _spd(a.d_ff, l) for l in layers}
     templates = context_templates(model, tok, cfg.context_template_length_params)
@@ -174,7 +174,7 @@ def test_mass_editors_match_formula(model64, method):
         if a.post_mlp_norm(l) is not None:  # Gemma: R is asked of the residual, after the post-MLP RMSNorm
             R = _through_gemma_norm(a.post_mlp_norm(l), model, a, l, R)
         if method == "memit":
-            ref = R @ K.T @ torch.linalg.inv(lam * Cs[l] + K @ K.T)
+            ref = R @ K.T @ torch.linalg.inv(lam * Cs[l] + 0.3 * torch.eye(a.d_ff, dtype=torch.float64) + K @ K.T)
         else:
             C0 = lam * Cs[l] + 0.5 * torch.eye(a.d_ff, dtype=torch.float64)
             D = K.T @ torch.linalg.inv(C0) @ K + 0.1 * torch.eye(n, dtype=torch.float64)

@@ -43,7 +43,7 @@ PKG = "golden_fast"
 LOWER = tuple(
     f"{PKG}.{name}"
     for name in ("locate", "edit", "stats", "evaluate", "data", "models", "ops", "report", "fileio", "hooks",
-                 "tokens", "native")
+                 "tokens", "native", "gradients")
 )
 UPPER = (f"{PKG}.experiment", f"{PKG}.cli")
 
@@ -223,3 +223,26 @@ def test_lower_layers_never_reach_experiment_or_cli():
 
 def test_fileio_stands_alone():
     assert import_graph()[f"{PKG}.fileio"] == set()
+
+
+#: rooms that are below another one in the README's architecture table (room -> rooms it must not
+#: reach): editing and statistics never need the locators, evaluation never needs the editors
+BELOW = {
+    f"{PKG}.edit": (f"{PKG}.locate",),
+    f"{PKG}.stats": (f"{PKG}.locate", f"{PKG}.edit", f"{PKG}.evaluate"),
+    f"{PKG}.evaluate": (f"{PKG}.locate", f"{PKG}.edit"),
+    f"{PKG}.data": (f"{PKG}.locate", f"{PKG}.edit", f"{PKG}.evaluate", f"{PKG}.stats"),
+    f"{PKG}.gradients": (f"{PKG}.locate", f"{PKG}.edit"),
+}
+
+
+def test_rooms_never_reach_the_rooms_above_them():
+    graph = import_graph()
+    upward = []
+    for room, above in BELOW.items():
+        for module in sorted(graph):
+            if _contains(room, module):
+                chain = _path(graph, module, lambda m: any(_contains(a, m) for a in above))
+                if chain:
+                    upward.append(" -> ".join(chain))
+    assert not upward, "imports running upward in the architecture:\n" + "\n".join(upward)

@@ -96,3 +96,19 @@ def test_no_cache_outside_the_block(llama):
         pass
     _delta(llama, "r-rome", REQS[:1], [1])
     assert (cache.hits, cache.misses, len(cache)) == (0, 0, 0)
+
+
+def test_target_cache_saves_and_loads(tmp_path):
+    """A saved cache serves the same entries, under the same keys, in another process."""
+    from golden_fast.edit.target_cache import CachedTarget, TargetCache
+
+    cache = TargetCache()
+    key = ((1.5, 2.25), 3, "out", ("{}", "A. {}"), '{"v_lr": 0.5}', "{} is in", "Paris", "Rome")
+    cache.put(key, CachedTarget(torch.arange(4.0), torch.ones(4, dtype=torch.float64), [3.0, 1.0], 1.0, 2.5))
+    path = cache.save(tmp_path / "targets.safetensors")
+    back = TargetCache.load(path)
+    e = back.get(key)
+    assert e is not None and len(back) == 1
+    assert torch.equal(e.delta, torch.arange(4.0)) and e.init.dtype == torch.float64
+    assert e.loss_curve == [3.0, 1.0] and e.nll_final == 1.0 and e.seconds == 2.5
+    assert len(TargetCache.load(tmp_path / "missing.safetensors")) == 0

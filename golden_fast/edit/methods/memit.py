@@ -4,7 +4,7 @@ over layers l_1 < ... < l_L.
 Targets z_i are optimised at the residual output of the last layer. Then, per layer in
 order, with keys K (m x n, template-averaged, recomputed on the current weights) and
 R = (Z - H_current) / (number of layers left, this one included):
-    MEMIT:  Delta = R K^T (lambda C + K K^T)^-1
+    MEMIT:  Delta = R K^T (lambda C + update_norm_lambda I + K K^T)^-1   (update_norm_lambda: norm control)
     EMMET:  C0 = lambda C (+ update_norm_lambda I);  D = K^T C0^-1 K (+ emmet_lambda I if n > 1)
             Delta = R D^-1 K^T C0^-1
 Every Delta is applied as factors U V^T (U = R or R D^-1, V = the solved keys), float64
@@ -126,7 +126,8 @@ def mass_edit(
             if norm is not None:  # Gemma: the residual change R must be made through the post-MLP norm
                 R = through_post_norm(norm, X, R.T).T
             if method == "memit":
-                V = moments.solve(layer, K, scale=hparams.mom2_update_weight, extra=K @ K.T, warnings=warnings)
+                V = moments.solve(layer, K, scale=hparams.mom2_update_weight, ridge=hparams.update_norm_lambda,
+                                  extra=K @ K.T, warnings=warnings)
                 U = R
             else:
                 C0inv_K = moments.solve(layer, K, scale=hparams.mom2_update_weight, ridge=hparams.update_norm_lambda,

@@ -1,0 +1,571 @@
+"""The hybrid locator (FORMULAS.md, section "Hybrid locator and golden band"): LGA shortlists, trial
+edits decide.
+
+1. LGA on the proxy facts; its Tukey filter drops outlying layers; the c best kept layers, best
+   first, are the shortlist (c = 8 by default).
+2. Successive halving with trial edits: every shortlisted layer edits the first n0 proxy facts
+   (4 by default), each alone, with the brute-force editor (R-ROME by default; edit, evaluate,
+   revert, `golden_fast.locate.brute_force`) and is scored by the mean metric ("overall" by
+   default); the better half stays, the number of facts doubles (a surviving layer keeps the
+   facts it has already edited and edits only the new ones), until one layer is left. It stops
+   early when the leading layer's paired bootstrap interval of mean_i [s(i, leader) - s(i, l)]
+   lies above 0 for every other remaining layer l (95% by default; checked once at least
+   `min_stop_facts` facts are scored).
+
+The halving is `successive_halving(scorer, candidates, n_facts)`; a scorer is any function
+(fact index, layer) -> metric value. `EditScorer` is the real one (it edits); the look-up scorer
+of `golden_fast.locate.resample` answers from a brute-force matrix, so the logic runs on synthetic
+or recorded layer curves with no model. A scorer may also offer `score_many(pairs)`, which the
+halving uses to hand it a round's pairs at once (EditScorer then edits them in one brute-force
+call: one pre-edit evaluation, one statistics pass, one resumable results file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from golden_fast.locate.band import paired_intervals
+
+__all__ = [
+    "EditScorer",
+    "Halving",
+    "HybridConfig",
+    "Round",
+    "full_schedule_edits",
+    "hybrid",
+    "lga_shortlist",
+    "rounds_table",
+    "successive_halving",
+]
+
+Scorer = Callable[[int, int], float]
+
+
+# ---- the halving -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Round:
+    """One round of successive halving.
+
+    Attributes:
+        index: 0, 1, ...
+        layers: the layers still in the race, in shortlist order.
+        n_facts: facts each of them has been scored on (the first n_facts proxy facts).
+        means: per layer (aligned with `layers`), the mean score over those facts.
+        new_edits: (fact, layer) pairs scored in this round (the others were known).
+        seconds: wall time of the round (scoring included).
+        leader: the layer with the highest mean (ties: the earlier in the shortlist).
+        lo, hi: per layer, the paired bootstrap interval of mean [s(leader) - s(layer)], when the
+            early stop was checked this round (None otherwise; the leader's own is [0, 0]).
+        stopped: the early stop fired: the leader is chosen.
+        kept: the layers that go on to the next round (the leader alone when this round ends it).
+    """
+
+    index: int
+    layers: list[int]
+    n_facts: int
+    means: list[float]
+    new_edits: int
+    seconds: float
+    leader: int
+    lo: list[float] | None
+    hi: list[float] | None
+    stopped: bool
+    kept: list[int]
+
+
+@dataclasses.dataclass
+class Halving:
+    """What successive halving chose and what it cost.
+
+    Attributes:
+        chosen: the chosen layer.
+        ranking: every candidate, best first: by the last round it reached, then its mean there,
+            then shortlist order.
+        candidates: the shortlist it started from, best first.
+        rounds: the rounds, in order.
+        n_edits: distinct (fact, layer) pairs scored (each scored once: the cost in trial edits).
+        stopped_early: the early stop fired before one layer was left.
+        values: the score of every pair scored, {(fact, layer): value}.
+        seconds: wall time of the whole halving.
+        settings: n_facts, n0, confidence, n_boot, seed, early_stop, min_stop_facts.
+    """
+
+    chosen: int
+    ranking: list[int]
+    candidates: list[int]
+    rounds: list[Round]
+    n_edits: int
+    stopped_early: bool
+    values: dict[tuple[int, int], float]
+    seconds: float
+    settings: dict[str, Any]
+
+    def mean_of(self, layer: int) -> float:
+        """The layer's mean score over the facts it was scored on (NaN: never scored)."""
+        v = [x for (_, layer_), x in self.values.items() if layer_ == layer]
+        return float(np.mean(v)) if v else math.nan
+
+    def facts_of(self, layer: int) -> int:
+        """How many facts the layer was scored on."""
+        return sum(1 for (_, layer_) in self.values if layer_ == layer)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["values"] = [[int(i), int(layer), float(v)] for (i, layer), v in sorted(self.values.items())]
+        return d
+
+
+def full_schedule_edits(c: int, n0: int, n_facts: int) -> int:
+    """Trial edits of successive halving run to the end with no early stop: c layers x n0 facts,
+    then halving the layers (rounded up) and doubling the facts (at most n_facts), new facts only."""
+    if c <= 1:
+        return 0
+    total, alive, n, have = 0, c, min(n0, n_facts), 0
+    while True:
+        total += alive * (n - have)
+        alive_next = math.ceil(alive / 2)
+        if alive_next == 1:
+            return total
+        alive, have, n = alive_next, n, min(2 * n, n_facts)
+
+
+def _check_schedule(n0: int, n_facts: int, confidence: float, n_boot: int, min_stop_facts: int) -> None:
+    if isinstance(n0, bool) or int(n0) != n0 or n0 < 1:
+        raise ValueError(f"successive halving: n0 must be a positive int, got {n0!r}")
+    if n_facts < 1:
+        raise ValueError(f"successive halving: need at least one fact, got {n_facts}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"successive halving: confidence must lie in (0, 1), got {confidence!r}")
+    if int(n_boot) < 1 or int(min_stop_facts) < 0:
+        raise ValueError(f"successive halving: n_boot >= 1 and min_stop_facts >= 0, got {n_boot}, {min_stop_facts}")
+
+
+def _score(scorer: Any, pairs: list[tuple[int, int]]) -> list[float]:
+    if not pairs:
+        return []
+    many = getattr(scorer, "score_many", None)
+    out = list(many(pairs)) if many is not None else [scorer(i, layer) for i, layer in pairs]
+    if len(out) != len(pairs):
+        raise ValueError(f"scorer returned {len(out)} value(s) for {len(pairs)} pair(s)")
+    vals = [float(v) for v in out]
+    for (i, layer), v in zip(pairs, vals):
+        if not math.isfinite(v):
+            raise ValueError(f"scorer: non-finite value {v} for fact {i} at layer {layer}")
+    return vals
+
+
+def successive_halving(
+    scorer: Scorer,
+    candidates: Sequence[int],
+    n_facts: int,
+    *,
+    n0: int = 4,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    early_stop: bool = True,
+    min_stop_facts: int = 8,
+) -> Halving:
+    """Successive halving over `candidates` (best first: ties go to the earlier one) with facts
+    0 .. n_facts-1, each (fact, layer) pair scored once by `scorer`.
+
+    Round r: every remaining layer is scored on the first n_r facts (n_0 = min(n0, n_facts),
+    n_{r+1} = min(2 n_r, n_facts); only pairs not scored before are asked for). Then, if
+    `early_stop` and n_r >= min_stop_facts, the paired bootstrap interval (facts resampled, the
+    same resample for every layer, rng seeded by (seed, r)) of mean_i [s(i, leader) - s(i, l)] is
+    computed for every other remaining layer; if every lower bound is > 0, the leader is chosen.
+    Otherwise the better half (ceil(k / 2) of k, by mean) goes on; with one left, it is chosen.
+    A single candidate is chosen with no edit.
+    """
+    cands = [int(x) for x in candidates]
+    if not cands:
+        raise ValueError("successive halving: no candidate layer")
+    if len(set(cands)) != len(cands):
+        raise ValueError(f"successive halving: duplicate candidate layers in {cands}")
+    n_facts = int(n_facts)
+    _check_schedule(n0, n_facts, confidence, n_boot, min_stop_facts)
+    settings = {
+        "n_facts": n_facts,
+        "n0": int(n0),
+        "confidence": float(confidence),
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+        "early_stop": bool(early_stop),
+        "min_stop_facts": int(min_stop_facts),
+    }
+    t_start = time.perf_counter()
+    values: dict[tuple[int, int], float] = {}
+    rounds: list[Round] = []
+    if len(cands) == 1:
+        return Halving(cands[0], cands, cands, [], 0, False, values, 0.0, settings)
+    position = {layer: j for j, layer in enumerate(cands)}
+    last_round = {layer: 0 for layer in cands}
+    remaining = list(cands)
+    n = min(int(n0), n_facts)
+    r = 0
+    stopped_early = False
+    while True:
+        t0 = time.perf_counter()
+        need = [(i, layer) for layer in remaining for i in range(n) if (i, layer) not in values]
+        for pair, v in zip(need, _score(scorer, need)):
+            values[pair] = v
+        X = np.array([[values[(i, layer)] for layer in remaining] for i in range(n)])  # (n, k)
+        means = X.mean(0)
+        order = sorted(range(len(remaining)), key=lambda j: (-means[j], j))
+        lead = order[0]
+        lo = hi = None
+        stop = False
+        if early_stop and n >= min_stop_facts:
+            lo_a, hi_a = paired_intervals(X[:, [lead]] - X, n_boot, np.random.default_rng((int(seed), r)), confidence)
+            lo_a[lead] = hi_a[lead] = 0.0
+            lo, hi = lo_a.tolist(), hi_a.tolist()
+            stop = all(lo_a[j] > 0 for j in range(len(remaining)) if j != lead)
+        if stop:
+            kept = [remaining[lead]]
+        else:
+            keep = set(order[: math.ceil(len(remaining) / 2)])
+            kept = [layer for j, layer in enumerate(remaining) if j in keep]  # shortlist order
+        for layer in remaining:
+            last_round[layer] = r
+        rounds.append(
+            Round(
+                index=r,
+                layers=list(remaining),
+                n_facts=n,
+                means=means.tolist(),
+                new_edits=len(need),
+                seconds=time.perf_counter() - t0,
+                leader=remaining[lead],
+                lo=lo,
+                hi=hi,
+                stopped=stop,
+                kept=kept,
+            )
+        )
+        if stop or len(kept) == 1:
+            stopped_early = stop
+            chosen = remaining[lead]
+            break
+        remaining = kept
+        n = min(2 * n, n_facts)
+        r += 1
+    final = {layer: (rd.means[rd.layers.index(layer)]) for rd in rounds for layer in rd.layers}  # last wins
+    ranking = sorted(cands, key=lambda layer: (layer != chosen, -last_round[layer], -final[layer], position[layer]))
+    return Halving(
+        chosen=chosen,
+        ranking=ranking,
+        candidates=cands,
+        rounds=rounds,
+        n_edits=len(values),
+        stopped_early=stopped_early,
+        values=values,
+        seconds=time.perf_counter() - t_start,
+        settings=settings,
+    )
+
+
+def rounds_table(rounds: Sequence[Round | Mapping[str, Any]]) -> str:
+    """The rounds as text: facts, new edits, each layer's mean (and interval when checked)."""
+    lines = []
+    for rd in rounds:
+        r = dataclasses.asdict(rd) if isinstance(rd, Round) else dict(rd)
+        cells = []
+        for j, layer in enumerate(r["layers"]):
+            cell = f"{layer}: {r['means'][j]:.3f}"
+            if r["lo"] is not None and layer != r["leader"]:
+                cell += f" [{r['lo'][j]:+.3f}, {r['hi'][j]:+.3f}]"
+            cells.append(cell)
+        end = "stop: leader ahead of all" if r["stopped"] else f"keep {r['kept']}"
+        lines.append(
+            f"  round {r['index']}: {r['n_facts']} fact(s), {r['new_edits']} new edit(s); "
+            + ", ".join(cells)
+            + f"; {end}"
+        )
+    return "\n".join(lines)
+
+
+# ---- the shortlist -----------------------------------------------------------------------------
+
+
+def lga_shortlist(layers: Sequence[int], scores: Sequence[float], tukey_k: float | None = 1.0, c: int = 8) -> list[int]:
+    """LGA's shortlist: the c layers with the highest score among those inside the Tukey fences
+    (`select_layers`: fences inclusive, ties to the lower layer), best first."""
+    from golden_fast.locate.scores import select_layers
+
+    return select_layers(layers, scores, tukey_k, int(c))[0]
+
+
+# ---- the real scorer ---------------------------------------------------------------------------
+
+
+class EditScorer:
+    """(fact index, layer) -> the metric after editing proxy fact i alone at that layer, evaluating
+    and reverting (`brute_force`: same editor, evaluation and results file, so `out` makes it
+    resumable and shares pairs with a brute-force run of the same settings).
+
+    metric: "overall" (the mean of the metrics present for the fact) or one metric's name.
+    `score_many(pairs)` edits a batch: the pairs are grouped by their set of layers and each group
+    is one brute-force call. `pair_seconds`: the compute the scored pairs took (from the results
+    file when resumed, as brute force reports it).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tok: Any,
+        requests: Sequence[Any],
+        editor: Any = None,
+        *,
+        out: Any = None,
+        suites: Sequence[str] = ("knowedit",),
+        metric: str = "overall",
+        progress: bool = False,
+    ) -> None:
+        self.model, self.tok = model, tok
+        self.requests = list(requests)
+        self.editor, self.out, self.suites = editor, out, tuple(suites)
+        self.metric, self.progress = metric, progress
+        self.pair_seconds = 0.0
+        self.calls = 0
+
+    def __call__(self, i: int, layer: int) -> float:
+        return self.score_many([(i, layer)])[0]
+
+    def score_many(self, pairs: Sequence[tuple[int, int]]) -> list[float]:
+        from golden_fast.locate.brute_force import brute_force
+        from golden_fast.locate.golden import OVERALL, overall
+
+        by_fact: dict[int, list[int]] = {}
+        for i, layer in pairs:
+            if not 0 <= int(i) < len(self.requests):
+                raise IndexError(f"EditScorer: fact {i} out of range (0..{len(self.requests) - 1})")
+            by_fact.setdefault(int(i), []).append(int(layer))
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, ls in by_fact.items():
+            groups.setdefault(tuple(sorted(set(ls))), []).append(i)
+        got: dict[tuple[int, int], float] = {}
+        for layers, facts in groups.items():
+            res = brute_force(
+                self.model,
+                self.tok,
+                [self.requests[i] for i in facts],
+                list(layers),
+                self.editor,
+                out=self.out,
+                suites=self.suites,
+                progress=self.progress,
+            )
+            self.calls += 1
+            self.pair_seconds += float(res.seconds.sum())
+            if self.metric == OVERALL:
+                vals = overall(res.M, res.metrics, res.refs)
+            elif self.metric in res.metrics:
+                vals = res.M[:, :, res.metrics.index(self.metric)]
+            else:
+                raise ValueError(f"EditScorer: metric {self.metric!r} not measured; have {res.metrics} and 'overall'")
+            for a, i in enumerate(facts):
+                for b, layer in enumerate(res.layers):
+                    if math.isnan(vals[a, b]):
+                        raise ValueError(f"{res.refs[a]}: metric {self.metric!r} is absent for this fact")
+                    got[(i, layer)] = float(vals[a, b])
+        return [got[(int(i), int(layer))] for i, layer in pairs]
+
+
+# ---- the locator -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HybridConfig:
+    """Options of the hybrid locator (FORMULAS.md, "Hybrid locator and golden band").
+
+    Args:
+        shortlist: c, how many of LGA's best kept layers enter the halving (default 8).
+        n0: proxy facts each shortlisted layer edits in the first round (default 4).
+        metric: the trial edits' score: "overall" (default) or a metric's name.
+        confidence: of the early stop's paired bootstrap intervals (default 0.95).
+        n_boot, seed: that bootstrap's resamples and seed.
+        early_stop: stop as soon as the leader is ahead of every other layer (default on).
+        min_stop_facts: no early stop before this many facts are scored (default 8: a bootstrap
+            over fewer facts is overconfident; with 4 facts all ahead, every resample is ahead).
+        top_k: how many layers the result ranks in `top_k`.
+    """
+
+    shortlist: int = 8
+    n0: int = 4
+    metric: str = "overall"
+    confidence: float = 0.95
+    n_boot: int = 2000
+    seed: int = 0
+    early_stop: bool = True
+    min_stop_facts: int = 8
+    top_k: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("shortlist", "n0", "top_k", "n_boot"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"HybridConfig.{name} must be a positive int, got {v!r}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"HybridConfig.confidence must lie in (0, 1), got {self.confidence!r}")
+        if self.min_stop_facts < 0:
+            raise ValueError(f"HybridConfig.min_stop_facts must be >= 0, got {self.min_stop_facts!r}")
+
+
+_RUN_OPTIONS = ("out", "suites", "progress")
+
+
+def split_options(options: Mapping[str, Any]) -> tuple[HybridConfig, Any, dict[str, Any]]:
+    """(HybridConfig, LGAConfig, the rest: out / suites / progress) from `locate`'s keyword options;
+    `top_k` is the hybrid's, every other LGAConfig field LGA's."""
+    from golden_fast.locate.lga import LGAConfig
+
+    h_fields = {f.name for f in dataclasses.fields(HybridConfig)}
+    l_fields = {f.name for f in dataclasses.fields(LGAConfig)} - h_fields
+    unknown = sorted(set(options) - h_fields - l_fields - set(_RUN_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"locate(method='hybrid'): unknown option(s) {unknown}; "
+            f"known: {sorted(h_fields | l_fields | set(_RUN_OPTIONS))}"
+        )
+    hc = HybridConfig(**{k: v for k, v in options.items() if k in h_fields})
+    lc = LGAConfig(**{k: v for k, v in options.items() if k in l_fields})
+    return hc, lc, {k: v for k, v in options.items() if k in _RUN_OPTIONS}
+
+
+def hybrid(
+    model: Any,
+    tok: Any,
+    requests: Sequence[Any],
+    layers: Sequence[int] | None = None,
+    config: HybridConfig | None = None,
+    lga_config: Any = None,
+    editor: Any = None,
+    *,
+    out: Any = None,
+    suites: Sequence[str] = ("knowedit",),
+    progress: bool = False,
+):
+    """LGA's shortlist, then successive halving with trial edits on the proxy facts; `LayerScores`.
+
+    The result: `layers` = the shortlist (ascending), `scores` = each one's mean trial-edit metric
+    over the facts it edited, `variants` also LGA's score of each, `chosen` / `top_k` from the
+    halving's ranking (not the argmax of `scores`: the means are over different fact counts),
+    `fences` LGA's; `wall_time` = LGA + halving; `extra`: "cost" {"edits", "seconds",
+    "lga_seconds", "halving_seconds", "full_schedule_edits", "pair_seconds"}, "rounds", "shortlist",
+    "stopped_early", "pairs" [[fact, layer, value]...], "lga" (its per-layer scores and choice).
+    `reselect` does not apply (it would take the argmax of `scores`).
+    """
+    from golden_fast.locate.brute_force import _editor_spec
+    from golden_fast.locate.lga import LGAConfig, lga
+    from golden_fast.locate.scores import LayerScores
+
+    config = config or HybridConfig()
+    lga_config = lga_config or LGAConfig()
+    requests = list(requests)
+    t0 = time.perf_counter()
+    ls = lga(model, tok, requests, layers, lga_config, progress=progress)
+    lga_seconds = time.perf_counter() - t0
+    short = lga_shortlist(ls.layers, ls.scores, lga_config.tukey_k, config.shortlist)
+    scorer = EditScorer(model, tok, requests, editor, out=out, suites=suites, metric=config.metric, progress=progress)
+    hv = successive_halving(
+        scorer,
+        short,
+        len(requests),
+        n0=config.n0,
+        confidence=config.confidence,
+        n_boot=config.n_boot,
+        seed=config.seed,
+        early_stop=config.early_stop,
+        min_stop_facts=config.min_stop_facts,
+    )
+    shown = sorted(short)
+    lga_score = {layer: s for layer, s in zip(ls.layers, ls.scores)}
+    means = [hv.mean_of(layer) for layer in shown]
+    if len(short) == 1:  # no trial edit: the mean is LGA's score, the curve has one point
+        means = [lga_score[short[0]]]
+    method, hparams, _ = _editor_spec(editor)
+    return LayerScores(
+        method="hybrid",
+        layers=shown,
+        scores=[float(x) for x in means],
+        variant=config.metric,
+        variants={config.metric: [float(x) for x in means], f"lga-{ls.variant}": [lga_score[x] for x in shown]},
+        chosen=hv.chosen,
+        top_k=hv.ranking[: config.top_k],
+        kept=[True] * len(shown),
+        fences=ls.fences,
+        filter=f"LGA {ls.variant} shortlist (top {config.shortlist} after {ls.filter})",
+        wall_time=lga_seconds + hv.seconds,
+        settings={
+            "hybrid": dataclasses.asdict(config),
+            "lga": dataclasses.asdict(lga_config),
+            "editor": {"method": _label(method), "hparams": _label(hparams)},
+            "suites": list(suites),
+        },
+        n_requests=len(requests),
+        n_used=max((rd.n_facts for rd in hv.rounds), default=0),
+        extra={
+            "cost": {
+                "edits": hv.n_edits,
+                "seconds": lga_seconds + hv.seconds,
+                "lga_seconds": lga_seconds,
+                "halving_seconds": hv.seconds,
+                "pair_seconds": scorer.pair_seconds,
+                "full_schedule_edits": full_schedule_edits(len(short), config.n0, len(requests)),
+            },
+            "shortlist": short,
+            "ranking": hv.ranking,
+            "rounds": [dataclasses.asdict(rd) for rd in hv.rounds],
+            "stopped_early": hv.stopped_early,
+            "pairs": hv.to_dict()["values"],
+            "lga": {
+                "layers": ls.layers,
+                "scores": ls.scores,
+                "variant": ls.variant,
+                "kept": ls.kept,
+                "fences": list(ls.fences) if ls.fences else None,
+                "chosen": ls.chosen,
+                "wall_time": ls.wall_time,
+            },
+            "requests": ls.extra.get("requests"),
+        },
+    )
+
+
+def _label(x: Any) -> Any:
+    """A JSON-ready description of an editor argument (a name, overrides, a file, a callable)."""
+    if x is None or isinstance(x, (str, int, float, bool)):
+        return x
+    if isinstance(x, Mapping):
+        return {str(k): _label(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_label(v) for v in x]
+    return getattr(x, "__name__", None) or str(x)
+
+
+def hybrid_from_options(
+    model: Any, tok: Any, requests: Sequence[Any], layers: Sequence[int] | None, editor: Any, options: Mapping[str, Any]
+):
+    """`locate(method="hybrid", **options)`: the options split into HybridConfig, LGAConfig and
+    out / suites / progress (`split_options`)."""
+    hc, lc, rest = split_options(options)
+    return hybrid(
+        model,
+        tok,
+        requests,
+        layers,
+        hc,
+        lc,
+        editor,
+        out=rest.get("out"),
+        suites=rest.get("suites", ("knowedit",)),
+        progress=rest.get("progress", False),
+    )

@@ -1,0 +1,392 @@
+"""How reliably a locator finds the golden band, measured on a recorded brute-force grid (FORMULAS.md,
+section "Hybrid locator and golden band").
+
+A brute-force run over a pool of facts x every layer (`brute_force`, its pairs.jsonl) is the ground
+truth: `Pool` holds its matrix of one metric ("overall" by default), `LookupScorer` answers a trial
+edit (fact, layer) from it instead of editing and counts the edits it would have made. Proxy sets
+are drawn from the pool (sizes 5, 10, 20, 50, 100; 20 draws each, without replacement, seeded; the
+same sets for every locator), each locator chooses a layer from its proxy set, and
+`resample_locators` reports, per locator and size, how often the chosen layer lies in the band and
+the mean cost in edits.
+
+Locators (`Locator`: (pool, rows, seed) -> Pick):
+- `proxy_brute()`: argmax of the column means over the sampled facts; cost = facts x layers.
+- `hybrid_lookup(lga=..., shortlist=...)`: successive halving (`golden_fast.locate.hybrid`) with the
+  look-up scorer; LGA's shortlist from per-fact LGA scores of the pool (their mean over the sampled
+  facts, Tukey filter, top c) or a fixed shortlist; cost = distinct pairs looked up.
+- `lga_only(lga)`: LGA's own choice from the same per-fact scores; cost 0 edits.
+
+The band is judged on the same pool the proxy sets come from (in-sample): a draw of 100 from a pool
+of 100 is the pool itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from golden_fast.locate.band import GoldenBand, golden_band, metric_matrix
+
+__all__ = [
+    "LookupScorer",
+    "Pick",
+    "Pool",
+    "ResampleReport",
+    "hybrid_lookup",
+    "lga_matrix",
+    "lga_only",
+    "lga_per_fact",
+    "proxy_brute",
+    "resample_locators",
+]
+
+SIZES = (5, 10, 20, 50, 100)
+
+
+# ---- the ground truth --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Pool:
+    """A fact pool's ground truth: values[fact, layer] of one metric after editing the fact alone at
+    the layer (facts without that metric left out), with the facts' keys (brute force's
+    `request_key`, "case:<id>") and the keys of facts left out (incomplete, or metric absent)."""
+
+    values: np.ndarray
+    layers: list[int]
+    keys: list[str]
+    metric: str = "overall"
+    dropped: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float64)
+        if self.values.ndim != 2 or self.values.shape != (len(self.keys), len(self.layers)):
+            raise ValueError(f"Pool: values {self.values.shape} for {len(self.keys)} facts x {len(self.layers)} layers")
+        if not np.isfinite(self.values).all():
+            raise ValueError("Pool: non-finite value")
+
+    @property
+    def n(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def from_result(cls, result: Any, metric: str = "overall") -> Pool:
+        """From a `BruteForceResult` (M[fact, layer, metric])."""
+        values, have = metric_matrix(result.M, result.metrics, metric)
+        keys = [k for k, h in zip(result.keys, have) if h]
+        return cls(values, list(result.layers), keys, metric, [k for k, h in zip(result.keys, have) if not h])
+
+    @classmethod
+    def from_pairs(cls, path: str | os.PathLike, metric: str = "overall", layers: Sequence[int] | None = None) -> Pool:
+        """From a brute-force results file (DIR/pairs.jsonl or DIR): one JSON line per (fact, layer)
+        with "key", "layer" and "metrics". Facts missing any of `layers` (default: every layer
+        found) are left out and listed in `dropped` (a grid still being computed); facts in order of
+        first appearance. Read only."""
+        from golden_fast.fileio import read_jsonl
+
+        p = Path(path)
+        if p.is_dir():
+            p = p / "pairs.jsonl"
+        rows: dict[str, dict[int, dict[str, float]]] = {}
+        for row in read_jsonl(p):
+            rows.setdefault(str(row["key"]), {})[int(row["layer"])] = {
+                k: v for k, v in (row.get("metrics") or {}).items() if v is not None
+            }
+        if not rows:
+            raise ValueError(f"{p}: no pair")
+        all_layers = sorted({layer for d in rows.values() for layer in d})
+        want = all_layers if layers is None else [int(x) for x in layers]
+        complete = [k for k, d in rows.items() if all(layer in d for layer in want)]
+        if not complete:
+            raise ValueError(f"{p}: no fact has every layer of {want}")
+        metrics: list[str] = []
+        for k in complete:
+            for layer in want:
+                for m in rows[k][layer]:
+                    if m not in metrics:
+                        metrics.append(m)
+        M = np.full((len(complete), len(want), len(metrics)), np.nan)
+        for i, k in enumerate(complete):
+            for j, layer in enumerate(want):
+                for m, v in rows[k][layer].items():
+                    M[i, j, metrics.index(m)] = float(v)
+        values, have = metric_matrix(M, metrics, metric)
+        keys = [k for k, h in zip(complete, have) if h]
+        dropped = [k for k in rows if k not in complete] + [k for k, h in zip(complete, have) if not h]
+        return cls(values, want, keys, metric, dropped)
+
+    def band(self, **kwargs: Any) -> GoldenBand:
+        """`golden_band` of the whole pool (kwargs: n_boot, seed, confidence)."""
+        return golden_band(self.values, self.layers, **kwargs)
+
+
+class LookupScorer:
+    """A scorer for `successive_halving` that answers from the pool instead of editing.
+
+    rows: the pool rows of the proxy facts (fact i of the halving is pool row rows[i]; None: the
+    pool's own order). `n_edits`: distinct (fact, layer) pairs asked for, the edits a real run
+    would have made; `calls`: every call, repeats included.
+    """
+
+    def __init__(self, values: np.ndarray, layers: Sequence[int], rows: Sequence[int] | None = None) -> None:
+        self.values = np.asarray(values, dtype=np.float64)
+        self.col = {int(layer): j for j, layer in enumerate(layers)}
+        self.rows = np.arange(len(self.values)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.asked: set[tuple[int, int]] = set()
+        self.calls = 0
+
+    def __call__(self, i: int, layer: int) -> float:
+        if int(layer) not in self.col:
+            raise KeyError(f"LookupScorer: layer {layer} is not in the pool ({sorted(self.col)})")
+        self.calls += 1
+        self.asked.add((int(i), int(layer)))
+        return float(self.values[self.rows[int(i)], self.col[int(layer)]])
+
+    @property
+    def n_edits(self) -> int:
+        return len(self.asked)
+
+
+# ---- LGA's per-fact scores -----------------------------------------------------------------------
+
+
+def lga_per_fact(ab: np.ndarray, aa: np.ndarray, bb: np.ndarray, variant: str = "signed") -> np.ndarray:
+    """(n, L) per-fact LGA scores whose mean over a proxy set orders layers (and passes the Tukey
+    filter) as that set's LGA score does: "signed" <a, b> (LGA sums it: the same order and filter),
+    "cosine" <a, b> / (|a| |b|), "new_norm" |b|."""
+    ab, aa, bb = (np.asarray(x, dtype=np.float64) for x in (ab, aa, bb))
+    if variant == "signed":
+        return ab
+    if variant == "cosine":
+        return ab / np.sqrt(aa * bb)
+    if variant == "new_norm":
+        return np.sqrt(bb)
+    raise ValueError(f"unknown LGA variant {variant!r}; choose from signed, cosine, new_norm")
+
+
+def lga_matrix(scores: Any, pool: Pool, variant: str | None = None) -> np.ndarray:
+    """Per-fact LGA scores (pool.n, pool layers) from an LGA `LayerScores` (or its JSON file) run on
+    the pool's facts: rows matched by key ("case:<case_id>"), columns by layer. An error names any
+    pool fact or layer LGA did not score."""
+    from golden_fast.locate.scores import LayerScores
+
+    if not isinstance(scores, LayerScores):
+        scores = LayerScores.from_json(scores)
+    ps = scores.extra.get("per_sample")
+    reqs = scores.extra.get("requests")
+    if not ps or not reqs:
+        raise ValueError("lga_matrix: the LGA scores carry no per-sample products (extra['per_sample'])")
+    per = lga_per_fact(ps["ab"], ps["aa"], ps["bb"], variant or scores.variant)
+    row = {f"case:{r['case_id']}": i for i, r in enumerate(reqs) if r.get("case_id") is not None}
+    missing = [k for k in pool.keys if k not in row]
+    if missing:
+        raise ValueError(f"lga_matrix: LGA did not score {len(missing)} pool fact(s), e.g. {missing[:3]}")
+    gone = [layer for layer in pool.layers if layer not in scores.layers]
+    if gone:
+        raise ValueError(f"lga_matrix: LGA did not score layer(s) {gone}")
+    cols = [scores.layers.index(layer) for layer in pool.layers]
+    return per[np.ix_([row[k] for k in pool.keys], cols)]
+
+
+# ---- locators ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Pick:
+    """A locator's choice on one proxy set: the layer, its cost in edits, and details."""
+
+    layer: int
+    edits: int
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+Locator = Callable[[Pool, np.ndarray, int], Pick]
+
+
+def proxy_brute() -> Locator:
+    """Brute force on the proxy set: argmax of the column means of the sampled facts (ties: the
+    lower layer); cost = facts x layers."""
+
+    def pick(pool: Pool, rows: np.ndarray, seed: int) -> Pick:
+        mean = pool.values[rows].mean(0)
+        return Pick(pool.layers[int(np.argmax(mean))], len(rows) * len(pool.layers))
+
+    return pick
+
+
+def _check_lga(lga: np.ndarray | None, pool: Pool) -> np.ndarray:
+    x = np.asarray(lga, dtype=np.float64)
+    if x.shape != pool.values.shape:
+        raise ValueError(f"per-fact LGA scores {x.shape} do not match the pool {pool.values.shape}")
+    return x
+
+
+def lga_only(lga: np.ndarray, tukey_k: float | None = 1.0) -> Locator:
+    """LGA alone: the best kept layer of the mean per-fact LGA score (pool.n, layers) over the
+    sampled facts; cost 0 edits."""
+    from golden_fast.locate.hybrid import lga_shortlist
+
+    def pick(pool: Pool, rows: np.ndarray, seed: int) -> Pick:
+        x = _check_lga(lga, pool)
+        return Pick(lga_shortlist(pool.layers, x[rows].mean(0), tukey_k, 1)[0], 0)
+
+    return pick
+
+
+def hybrid_lookup(
+    lga: np.ndarray | None = None,
+    shortlist: Sequence[int] | None = None,
+    *,
+    c: int = 8,
+    n0: int = 4,
+    tukey_k: float | None = 1.0,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    early_stop: bool = True,
+    min_stop_facts: int = 8,
+) -> Locator:
+    """The hybrid locator on the pool: the shortlist from per-fact LGA scores `lga` (pool.n, layers;
+    their mean over the sampled facts, Tukey filter, top c) or a fixed `shortlist` (best first),
+    then successive halving with a `LookupScorer` over the sampled facts in their drawn order;
+    cost = the pairs looked up."""
+    from golden_fast.locate.hybrid import lga_shortlist, successive_halving
+
+    if (lga is None) == (shortlist is None):
+        raise ValueError("hybrid_lookup: give exactly one of lga (per-fact scores) and shortlist")
+
+    def pick(pool: Pool, rows: np.ndarray, seed: int) -> Pick:
+        if shortlist is not None:
+            short = [int(x) for x in shortlist]
+        else:
+            short = lga_shortlist(pool.layers, _check_lga(lga, pool)[rows].mean(0), tukey_k, c)
+        scorer = LookupScorer(pool.values, pool.layers, rows)
+        hv = successive_halving(
+            scorer,
+            short,
+            len(rows),
+            n0=n0,
+            confidence=confidence,
+            n_boot=n_boot,
+            seed=seed,
+            early_stop=early_stop,
+            min_stop_facts=min_stop_facts,
+        )
+        return Pick(
+            hv.chosen,
+            scorer.n_edits,
+            {"shortlist": short, "rounds": len(hv.rounds), "stopped_early": hv.stopped_early},
+        )
+
+    return pick
+
+
+# ---- the resampling ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ResampleReport:
+    """Per locator and proxy-set size: draws, hits (chosen layer in the band), hit rate, mean
+    edits, and every draw's choice and cost. `skipped`: sizes larger than the pool."""
+
+    band: list[int]
+    golden: int | None
+    rows: list[dict[str, Any]]
+    skipped: list[int]
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def row(self, locator: str, size: int) -> dict[str, Any]:
+        for r in self.rows:
+            if r["locator"] == locator and r["size"] == size:
+                return r
+        raise KeyError(f"no row for locator {locator!r} at size {size}")
+
+    def table(self) -> str:
+        """A text table: locator, size, hit rate (hits / draws), mean edits."""
+        lines = [
+            f"band {self.band}"
+            + (f" (golden {self.golden})" if self.golden is not None else "")
+            + f"; pool of {self.settings['pool']} facts, {self.settings['draws']} draws per size",
+            f"  {'locator':<24}{'size':>5}{'in band':>13}{'mean edits':>12}",
+        ]
+        for r in self.rows:
+            lines.append(
+                f"  {r['locator']:<24}{r['size']:>5}{r['hit_rate']:>7.2f} ({r['hits']:>2}/{r['draws']:<2})"
+                f"{r['mean_edits']:>12.1f}"
+            )
+        if self.skipped:
+            lines.append(f"  sizes larger than the pool, skipped: {self.skipped}")
+        return "\n".join(lines)
+
+
+def resample_locators(
+    pool: Pool,
+    locators: Mapping[str, Locator],
+    band: GoldenBand | Sequence[int] | None = None,
+    sizes: Sequence[int] = SIZES,
+    draws: int = 20,
+    seed: int = 0,
+) -> ResampleReport:
+    """Run each locator on proxy sets drawn from the pool and score its choices against the band.
+
+    For each size s (those above pool.n are skipped) and draw d: rows = s distinct pool facts
+    (`default_rng(seed)`, drawn in turn for every (size, draw); their order is the proxy order),
+    the same rows for every locator; each locator gets the seed default_rng((seed, s, d)) draws
+    for its own randomness (the halving's bootstrap). band: a `GoldenBand`, a list of layers, or
+    None (the pool's `golden_band`, default settings).
+    """
+    if int(draws) < 1:
+        raise ValueError(f"resample_locators: draws must be >= 1, got {draws!r}")
+    if not locators:
+        raise ValueError("resample_locators: no locator")
+    gb = pool.band() if band is None else band
+    golden = gb.golden if isinstance(gb, GoldenBand) else None
+    in_band = set(gb.band if isinstance(gb, GoldenBand) else (int(x) for x in gb))
+    rng = np.random.default_rng(seed)
+    rows_out: list[dict[str, Any]] = []
+    skipped = [int(s) for s in sizes if s > pool.n]
+    for s in sizes:
+        if s > pool.n:
+            continue
+        if int(s) < 1:
+            raise ValueError(f"resample_locators: sizes must be >= 1, got {s!r}")
+        sets = [rng.choice(pool.n, size=int(s), replace=False) for _ in range(int(draws))]
+        seeds = [int(np.random.default_rng((int(seed), int(s), d)).integers(2**31 - 1)) for d in range(int(draws))]
+        for name, loc in locators.items():
+            picks = [loc(pool, rows, sd) for rows, sd in zip(sets, seeds)]
+            hits = sum(p.layer in in_band for p in picks)
+            rows_out.append(
+                {
+                    "locator": name,
+                    "size": int(s),
+                    "draws": int(draws),
+                    "hits": int(hits),
+                    "hit_rate": hits / int(draws),
+                    "mean_edits": float(np.mean([p.edits for p in picks])),
+                    "chosen": [int(p.layer) for p in picks],
+                    "edits": [int(p.edits) for p in picks],
+                    "info": [p.info for p in picks],
+                }
+            )
+    return ResampleReport(
+        band=sorted(in_band),
+        golden=golden,
+        rows=rows_out,
+        skipped=skipped,
+        settings={
+            "pool": pool.n,
+            "layers": pool.layers,
+            "metric": pool.metric,
+            "sizes": [int(s) for s in sizes],
+            "draws": int(draws),
+            "seed": int(seed),
+            "sampling": "without replacement, default_rng(seed).choice per (size, draw), same sets for every locator",
+        },
+    )
