@@ -78,7 +78,7 @@ def _ppl(model, tok, args) -> dict[str, Any]:
 
 def _pre(model, tok, args, out: Path, facts: list) -> tuple[EvalReport, dict[str, Any]]:
     """Pre-edit report of the largest fact set asked and the pre-edit perplexity, computed once."""
-    path = out / "pre.json"
+    path = out / f"pre-n{len(facts):05d}.json"
     saved = read_json(path)
     keys = [r.ref for r in facts]
     if saved is not None and saved["keys"] == keys and saved["ppl_settings"] == [args.ppl_window, args.ppl_tokens]:

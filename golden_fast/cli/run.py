@@ -26,6 +26,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-edit", type=int, default=d.n_edit, help="facts edited and evaluated (0: all the rest)")
     p.add_argument("--layer", type=int, default=None, help="edit at this layer (skips LGA)")
     p.add_argument("--lga-variant", default=d.lga_variant, choices=VARIANTS)
+    p.add_argument("--locator", default=d.locator, choices=("lga", "hybrid"),
+                   help="lga: seconds; hybrid: LGA's shortlist then trial edits, minutes, more reliable")
     p.add_argument("--methods", default=",".join(d.methods), help="comma-separated editors")
     p.add_argument("--mom2-n-samples", type=int, default=d.mom2_n_samples,
                    help="texts of the statistics corpus for C (0: the preset's)")
@@ -42,7 +44,8 @@ def settings_from(args: argparse.Namespace):
     if not methods:
         raise ValueError("--methods: name at least one editor")
     return RunSettings(model=args.model, data=args.data, n_proxy=args.n_proxy, n_edit=args.n_edit or None,
-                       lga_variant=args.lga_variant, mom2_n_samples=args.mom2_n_samples or None, layer=args.layer,
+                       lga_variant=args.lga_variant, locator=args.locator,
+                       mom2_n_samples=args.mom2_n_samples or None, layer=args.layer,
                        methods=methods, out=args.out, seed=args.seed, progress=not args.no_progress)
 
 

@@ -242,7 +242,7 @@ def test_rooms_never_reach_the_rooms_above_them():
     for room, above in BELOW.items():
         for module in sorted(graph):
             if _contains(room, module):
-                chain = _path(graph, module, lambda m: any(_contains(a, m) for a in above))
+                chain = _path(graph, module, lambda m, above=above: any(_contains(a, m) for a in above))
                 if chain:
                     upward.append(" -> ".join(chain))
     assert not upward, "imports running upward in the architecture:\n" + "\n".join(upward)

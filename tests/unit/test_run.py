@@ -48,3 +48,19 @@ def test_run_with_a_given_layer_skips_lga(home, capsys):
 def test_run_rejects_bad_settings(home, capsys):
     assert main(["run", "--model", "tiny-llama", "--methods", " , ", "--no-progress"]) == 2
     assert "--methods" in capsys.readouterr().err
+
+
+def test_run_with_the_hybrid_locator(home, capsys):
+    """--locator hybrid: LGA's shortlist, then trial edits; the report says how many."""
+    out = home / "hybrid"
+    rc = main(["run", "--model", "tiny-llama", "--locator", "hybrid", "--n-proxy", "4", "--n-edit", "2",
+               "--methods", "r-rome", "--mom2-n-samples", "8", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    data = json.loads((out / "results.json").read_text())["results"]
+    layer = data["layer"]
+    assert f"HYBRID (signed) on 4 proxy facts chose layer {layer}" in text
+    edits = data["lga"]["extra"]["cost"]["edits"]
+    assert edits > 0 and data["lga"]["chosen"] == layer
+    assert f"with {edits} trial edits" in (out / "report.html").read_text()
+    assert "hybrid" in data["timings_s"]
