@@ -9,7 +9,7 @@ import os
 import sys
 
 # subcommand modules, in the order `--help` lists them
-_COMMANDS = ["run", "models", "data", "edit", "stats", "evaluate", "locate", "experiment", "demo"]
+_COMMANDS = ["run", "models", "data", "edit", "stats", "evaluate", "locate", "experiment", "plan", "demo"]
 
 # exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad input
 EXIT_FAILURE = 1
@@ -17,12 +17,12 @@ EXIT_USAGE = 2
 
 
 # Torch's default of one OpenMP thread per core stalls at every barrier once another job holds a core:
-# the same command can run ten times slower on a shared machine or a busy laptop. Every long command
+# the same command can run many times slower on a shared machine or a busy laptop. Every long command
 # takes --threads; $GOLDEN_FAST_THREADS is the default for all of them.
 THREADS_ENV = "GOLDEN_FAST_THREADS"
 THREADS_HELP = (
     f"torch CPU threads (default: ${THREADS_ENV}, else torch's one per core). When another job holds a "
-    "core, torch's default waits at its barriers and runs up to 10x slower: use --threads 1 there"
+    "core, torch's default waits at its barriers and runs many times slower: use --threads 1 there"
 )
 
 

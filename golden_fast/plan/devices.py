@@ -23,13 +23,16 @@ import contextlib
 import dataclasses
 import logging
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["Budget", "DeviceBudget", "Placement", "format_bytes", "parse_budget", "parse_devices", "parse_size", "place"]
+__all__ = [
+    "Budget", "DeviceBudget", "Placement", "format_bytes", "parse_budget", "parse_devices", "parse_size", "place",
+]
 
 _UNITS = {
     "": 1, "b": 1,
@@ -154,11 +157,14 @@ class Placement:
 @contextlib.contextmanager
 def _quiet_accelerate():
     # accelerate warns that the planned GPUs are "not available" here: a plan needs none
+    # (and that an offloaded layer's buffers need room on the GPU: a few KB of RoPE tables)
     log = logging.getLogger("accelerate.utils.modeling")
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*bytes of buffer for offloaded layers.*")
+            yield
     finally:
         log.setLevel(level)
 

@@ -11,7 +11,7 @@ keeps no input, only its weight, which is not new memory):
     kv'    = q if 1 < h_kv < h else kv        (with a padding mask transformers' SDPA path copies K, V
                                                to all h heads; h_kv = 1 is a view, h_kv = h needs none)
     N(e)   = 4d + 4  (RMSNorm: transformers upcasts, x kept in float32 with 1/rms)
-           = e d + 8 (LayerNorm: x, mean, rstd)
+           = e (d + 2) (LayerNorm: x, mean, rstd)
     a      = s + 2[gated]   tensors of width m the MLP keeps: the activation keeps s (1 for one-op
              activations: SiLU, GELU-tanh; 4 for GPT-2's gelu_new, written in Python: x, tanh(.),
              0.5 x, 1 + tanh(.)), a gated MLP also keeps act(gate) and up for their product
@@ -22,8 +22,9 @@ keeps no input, only its weight, which is not new memory):
     A_pair = e         per (query, key) pair (the additive attention mask, materialised per layer)
 
 These were checked to the byte against autograd's saved tensors (torch.autograd.graph
-.saved_tensors_hooks) on SmolLM2-, Gemma-3- and GPT-2-shaped blocks in float32 and bfloat16; what
-they leave out is per layer, not per token (norm scales, RoPE tables: under 0.1%).
+.saved_tensors_hooks) on SmolLM2-, Gemma-3- and GPT-2-shaped blocks in float32 and bfloat16
+(tests/unit/test_plan.py does it on the tiny models); what they leave out is per layer, not per token
+(Gemma's float32 norm scales, RoPE tables: under 0.1% at real sizes).
 
 Head (the scored positions only, never the full logits): H(n) = n V (12 + e[e != 4]) for n positions
 (float32 logits, the saved log-softmax and its gradient; the e-typed logits first when e != 4).
@@ -31,7 +32,7 @@ Head (the scored positions only, never the full logits): H(n) = n V (12 + e[e !=
 Stages (sizes from `Assumptions`: P tokens = prompt with BOS and subject, A = answer tokens,
 X = prompt tokens from the subject's last token on; defaults from the project's configs):
 
-load      P_params e + buffers (the weights; transformers loads straight into the dtype).
+load      n_params e + buffers (the weights; transformers loads straight into the dtype).
 
 lga       one batch of B facts (LGAConfig.batch_size), candidate layers low..L-1 (Lg of them),
           T = P + A - 1 tokens per sequence (the last answer token is never read), BT = B T:
@@ -44,16 +45,19 @@ lga       one batch of B facts (LGAConfig.batch_size), candidate layers low..L-1
 
 stats     one layer's C_l = sum k kᵀ over a batch of B_s = batch_tokens // T_s texts of
           T_s = min(max_length, context) tokens, no grad, the pass stopping after the layer:
-              C        = 4 m² c                  (c = 4 float32 / 8 float64 accumulation: the running
-                                                  sum, then symmetrize_upper's triu, triu(1), sum)
-              forward  = B_s T_s (e (2d + 4m) + 4m[e != 4])
-                         (the residual and the normed input, act(gate), up, their product and the
-                         hook's copy of the kept keys; a float32 copy of them when e != 4)
-              mask     = B_s T_s² e
+              C        = m² c                    (the running sum; c = 4 float32 / 8 float64)
+              forward  = B_s T_s (4 e d + max(3 e m, 2 e m + 4m[e != 4]))
+                         (the embeddings, the residual in and out of the block, the normed input;
+                         act(gate), up and their product, or the product, the hook's copy of the
+                         kept keys and its float32 copy when e != 4)
+              mask     = B_s T_s²  (boolean)      rope = 2 B_s T_s d_h 4 (cos, sin; not GPT-2)
+              stats    = max(C + forward + mask + rope, 4 m² c)   (at the end symmetrize_upper's
+                                                  triu, triu(1) and their sum join the sum)
 
-r-rome    one edit of a sequential run at layer l (C and its Cholesky factor, loaded by the first
-          edit, stay in the Editor's Moments). R_t = 1 + sum(counts) context templates, R = R_t + [kl]
-          rows (the KL prompt), prefix P_v = ctx + P - X tokens (ctx = longest template prefix + 2),
+r-rome    one edit of a sequential run at layer l (C comes from the statistics cache, the stats
+          stage; it and its Cholesky factor, loaded by the first edit, stay in the Editor's Moments).
+          R_t = 1 + sum(counts) context templates, R = R_t + [kl] rows (the KL prompt),
+          prefix P_v = ctx + P - X tokens (ctx = longest template prefix + 2),
           suffix S = X + A - 1 tokens (prefix_reuse: only the suffix runs the optimised layers):
               v*       = KV + grad + H(R_t A + [kl]) + 4V[kl] + R S d e
               KV       = 2 e kv R (L P_v + L (P_v + S) + l P_v + (L - l)(P_v + S))
@@ -64,7 +68,7 @@ r-rome    one edit of a sequential run at layer l (C and its Cholesky factor, lo
                          half: 24m²; then C, scale C and eigvalsh's copy, and the Cholesky factor:
                          24m²), 16 m² held after (float64 C and its factor)
               W64      = 8 d m                   (the float64 copy of the down-projection weight)
-              r-rome   = W64 + max(v* + 16 m², 28 m²)
+              r-rome   = W64 + max(v* + 16 m², 28 m²)      (mom2_adjustment off: W64 + v*, C = I)
           host:  d m e (the journal's copy of the original weight, for revert)
 
 emmet     a batch of N facts over E layers l_1..l_E, z optimised at l_E in groups of G = min(N, 16)
@@ -82,6 +86,16 @@ emmet     a batch of N facts over E layers l_1..l_E, z optimised at l_E in group
 
 Everything but "host" sits on the device that computes (the GPU, or the CPU when planning for RAM
 only); host memory is CPU RAM in every case.
+
+What the figures are: bytes of tensors (and of the kernels' workspaces) at the stage's peak, what
+torch's allocator holds: on a GPU, torch.cuda.max_memory_allocated. Measured on this project's CPU
+(bench/plan_vs_measured.py, SmolLM2-135M and Gemma-3-270M, float32, with the sizes of the run), torch's
+CPU allocator peaked at 0.92-1.10x these figures for LGA, statistics, R-ROME and EMMET. A process's
+resident peak is higher: the C library's heap (glibc keeps freed blocks and fragments) and native
+non-tensor memory add 20-35 MB per stage with MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=65536
+MALLOC_TRIM_THRESHOLD_=0, and 30-150 MB, varying from run to run, with glibc's defaults; no term here
+models that, nor the tokenizer (about 55 MB for SmolLM2's, 430 MB for Gemma-3's) that load_model
+loads with the weights. bench/results/plan/<model>.jsonl holds the numbers.
 """
 
 from __future__ import annotations
@@ -138,6 +152,8 @@ class Assumptions:
         layer: R-ROME's layer; the statistics stage plans this layer too.
         templates: R-ROME's context templates, ((length, count), ...).
         kl: the KL prompt's row (kl_factor > 0 in every preset).
+        mom2_adjustment: R-ROME and EMMET solve with C (True in every preset); False plans C = I
+            (no m x m term).
         emmet_facts: facts in one EMMET batch (the experiment's largest batch size).
         emmet_layers: EMMET's layers.
         emmet_templates: EMMET's context templates.
@@ -155,6 +171,7 @@ class Assumptions:
     layer: int | None = None
     templates: tuple[tuple[int, int], ...] | None = None
     kl: bool | None = None
+    mom2_adjustment: bool | None = None
     emmet_facts: int = 1000
     emmet_layers: tuple[int, ...] | None = None
     emmet_templates: tuple[tuple[int, int], ...] | None = None
@@ -205,6 +222,7 @@ class Assumptions:
             layer=layer,
             templates=self.templates if self.templates is not None else rr.context_template_length_params,
             kl=self.kl if self.kl is not None else rr.kl_factor > 0,
+            mom2_adjustment=self.mom2_adjustment if self.mom2_adjustment is not None else rr.mom2_adjustment,
             emmet_layers=tuple(sorted(set(emmet_layers))),
             emmet_templates=self.emmet_templates if self.emmet_templates is not None
             else em.context_template_length_params,
@@ -253,7 +271,7 @@ class StageMemory:
 
 def norm_saved(a: Arch, e: int) -> int:
     """N(e): bytes one norm keeps per token."""
-    return 4 * a.d + 4 if a.norm == "rms" else e * a.d + 8
+    return 4 * a.d + 4 if a.norm == "rms" else e * (a.d + 2)
 
 
 def kv_eff(a: Arch) -> int:
@@ -300,11 +318,14 @@ def _stats(a: Arch, s: Assumptions, e: int) -> StageMemory:
     B = max(1, s.stats_batch_tokens // T)
     c = 8 if s.stats_dtype == "float64" else 4
     dev = {
-        "C_accumulator": 4 * a.m * a.m * c,
-        "forward": B * T * (e * (2 * a.d + 4 * a.m) + (4 * a.m if e != 4 else 0)),
-        "mask": B * T * T * e,
+        "C_accumulator": a.m * a.m * c,
+        "forward": B * T * (4 * e * a.d + max(3 * e * a.m, 2 * e * a.m + (4 * a.m if e != 4 else 0))),
+        "mask": B * T * T,
+        "rope": 2 * B * T * a.head_dim * 4 if a.family != "gpt2" else 0,
+        "C_symmetrize": 3 * a.m * a.m * c,
     }
-    return StageMemory("stats", dev, {}, sum(dev.values()), {"texts": B, "tokens": T, "layer": s.layer})
+    peak = max(dev["C_accumulator"] + dev["forward"] + dev["mask"] + dev["rope"], 4 * a.m * a.m * c)
+    return StageMemory("stats", dev, {}, peak, {"texts": B, "tokens": T, "layer": s.layer})
 
 
 def _ctx(templates: tuple[tuple[int, int], ...]) -> tuple[int, int]:
@@ -337,10 +358,11 @@ def _rrome(a: Arch, s: Assumptions, e: int) -> StageMemory:
     v = _vstar(a, s, e, s.layer, 1, s.templates)
     v_total = sum(v.values())
     dev = {f"v*_{k}": x for k, x in v.items()}
-    dev["C_and_factor_held"] = 16 * m2
-    dev["C_load_peak"] = 28 * m2
+    c = 1 if s.mom2_adjustment else 0
+    dev["C_and_factor_held"] = 16 * m2 * c
+    dev["C_load_peak"] = 28 * m2 * c
     dev["W_float64"] = 8 * a.d * a.m
-    peak = dev["W_float64"] + max(v_total + 16 * m2, 28 * m2)
+    peak = dev["W_float64"] + max(v_total + dev["C_and_factor_held"], dev["C_load_peak"])
     n_t, ctx = _ctx(s.templates)
     notes = {"layer": s.layer, "templates": n_t, "rows": n_t + (1 if s.kl else 0),
              "prefix_tokens": ctx + s.prompt_tokens - s.after_subject,
@@ -356,7 +378,7 @@ def _emmet(a: Arch, s: Assumptions, e: int) -> StageMemory:
     m2, d, m = a.m * a.m, a.d, a.m
     dev = {f"z_{k}": x for k, x in z.items()}
     rest = {
-        "C_and_factors": (16 * E + 12) * m2,
+        "C_and_factors": (16 * E + 12) * m2 if s.mom2_adjustment else 0,
         "keys": N * n_t * (2 * m + d) * 8 + 2 * N * d * 8,
         "solves": 2 * m * N * 8 + 4 * N * N * 8 + 4 * d * N * 8,
         "updates": E * (d + m) * N * 8,

@@ -123,10 +123,9 @@ def plan_model(
             raise ValueError(f"unknown stage {s!r}; stages: {', '.join(STAGES)}")
     budgets = parse_devices(default_devices() if devices is None else devices)
     meta = {dt_name: build_meta_model(config, dt) for dt_name, dt in map(_dtype, dtypes)}
-    first = next(iter(meta.values()))
-    arch = architecture(name, config, build_meta_model(config, torch.float32) if first is None else first)
-    arch = dataclasses.replace(arch, buffer_bytes=sum(b.numel() * b.element_size() for b in
-                                                      build_meta_model(config, torch.float32).buffers()))
+    if not meta:
+        raise ValueError("dtypes: give at least one, e.g. float32")
+    arch = architecture(name, config, meta.get("float32") or build_meta_model(config, torch.float32))
     asm = (assumptions or Assumptions()).resolve(arch, preset or name)
 
     from accelerate.utils import compute_module_sizes
@@ -163,7 +162,9 @@ def _sizes_line(p: Plan) -> list[str]:
         if sp.stage == "lga":
             lines.append(f"  lga: {n['facts']} facts x {n['tokens']} tokens, layers {a.lga_low}-{s.n_layers - 1}")
         elif sp.stage == "stats":
-            lines.append(f"  stats: layer {n['layer']}, {n['texts']} texts x {n['tokens']} tokens, C in {a.stats_dtype}")
+            lines.append(
+                f"  stats: layer {n['layer']}, {n['texts']} texts x {n['tokens']} tokens, C in {a.stats_dtype}"
+            )
         elif sp.stage == "r-rome":
             lines.append(
                 f"  r-rome: layer {n['layer']}, {n['templates']} templates ({n['rows']} rows with the KL prompt), "
