@@ -53,8 +53,8 @@ def second_moments(model, tok, layers: Sequence[int], corpus: str, n_samples: in
     """{layer: C (float64)} from golden-fast's statistics (cached; all layers in one pass)."""
     config = StatsConfig(corpus=corpus, n_samples=n_samples, dtype=dtype, cache=cache)
     layers = sorted(set(int(x) for x in layers))
-    return {l: get_second_moment(model, tok, l, config, layers=layers, progress=False).mean(torch.float64)
-            for l in layers}
+    got = get_second_moment(model, tok, layers, config, progress=False)  # one call: one pass for all layers
+    return {l: got[l].mean(torch.float64) for l in layers}
 
 
 def corpus_texts(model, tok, corpus: str, n_samples: int) -> list[str]:

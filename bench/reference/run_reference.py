@@ -56,6 +56,9 @@ def parse_args(argv=None):
     ap.add_argument("--convention", default="shared", choices=("shared", "native"))
     ap.add_argument("--grouping", default="flat", choices=("flat", "easyedit"),
                     help="MEMIT family key averaging: flat (golden-fast's plain mean) or easyedit (bare prompt 1/2)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override an EasyEdit hparams field after the convention (both sides get it through the "
+                         "translation), e.g. --set v_weight_decay=0.001 to measure one by-design difference alone")
     ap.add_argument("--corpus", default="model-sampled", help="golden-fast corpus for C (shared by both sides)")
     ap.add_argument("--mom2-n", type=int, default=320, help="texts of C used by the edits (golden-fast's cache)")
     ap.add_argument("--stats-n", type=int, default=64, help="texts of the statistics comparison")
@@ -123,6 +126,7 @@ def edit_part(i, method, ctx, args, rows, notes):
     import ref_hparams as H
     import ref_inputs as I
     import torch
+    import yaml
 
     ee, model, tok, tok_ee = ctx["ee"], ctx["model"], ctx["tok"], ctx["tok_ee"]
     single = method in SINGLE
@@ -133,6 +137,12 @@ def edit_part(i, method, ctx, args, rows, notes):
     if args.steps is not None:
         eed["v_num_grad_steps"] = args.steps
     eed, conv_notes = H.apply_convention(eed, args.convention)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in eed:
+            raise SystemExit(f"--set {item}: {method}'s EasyEdit hparams have no field {key!r}")
+        eed[key] = yaml.safe_load(value)
+        conv_notes.append(f"--set {key}={eed[key]!r} on both sides")
     C = ctx["C"](layers)
     cmax = float(torch.linalg.eigvalsh(C[layers[-1]]).max()) if method == "alphaedit" else None
     gfd, tr_notes = H.to_golden_fast(method, eed, model.config.num_hidden_layers, c_max_eig=cmax)
@@ -140,7 +150,7 @@ def edit_part(i, method, ctx, args, rows, notes):
         # EasyEdit's threshold is one number for every layer; golden-fast's relative one too: both
         # pick the same directions when every layer's largest eigenvalue is the same, else say so
         eig = {l: float(torch.linalg.eigvalsh(C[l]).max()) for l in layers}
-        if len(layers) > 1 and max(eig.values()) / min(eig.values()) > 1 + 1e-9:
+        if args.convention == "native" and len(layers) > 1 and max(eig.values()) / min(eig.values()) > 1 + 1e-9:
             tr_notes.append(f"AlphaEdit: largest eigenvalue of C differs across layers {eig}; the relative "
                             "threshold (taken at the last layer) selects other directions at the other layers")
     C_gf = C

@@ -510,6 +510,21 @@ def test_tied_head_is_found():
         ref_hparams.adapt_to_model({**base, "mlp_module_tmp": "nope.{}"}, "memit", model, [1], "/tmp", "c", 1)
 
 
+def test_second_moments_one_pass(tmp_path, monkeypatch):
+    """All layers' C from ONE statistics pass, also uncached (the timing row compares that pass)."""
+    import ref_inputs
+
+    monkeypatch.setenv("GOLDEN_FAST_HOME", str(tmp_path / "home"))
+    model, tok = _tiny()
+    _, corpus = _inputs(tmp_path)
+    calls = []
+    real = ref_inputs.get_second_moment
+    monkeypatch.setattr(ref_inputs, "get_second_moment", lambda *a, **k: calls.append(a) or real(*a, **k))
+    C = ref_inputs.second_moments(model, tok, range(4), str(corpus), 20, cache=False)
+    assert sorted(C) == [0, 1, 2, 3] and len(calls) == 1
+    assert C[1].dtype == torch.float64 and C[1].shape == (128, 128)
+
+
 def test_loss_curves_parsing():
     printed = "\n".join([
         "Computing right vector (v)", "Recording initial value of v*",
