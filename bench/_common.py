@@ -144,3 +144,19 @@ def append_results(
                 }
             )
     return path
+
+
+# ---- README sections filled from results ---------------------------------------------------------
+
+
+def replace_section(path: Path, name: str, text: str) -> None:
+    """Put `text` between the lines `<!-- name -->` and `<!-- /name -->` of `path` (written atomically)."""
+    from golden_fast.fileio import atomic_write
+
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    old = path.read_text()
+    if old.count(start) != 1 or old.count(end) != 1 or old.index(start) > old.index(end):
+        raise ValueError(f"{path}: needs exactly one {start} ... {end} section")
+    head, rest = old.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write(path, f"{head}{start}\n{text.strip()}\n{end}{tail}")

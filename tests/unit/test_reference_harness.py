@@ -643,3 +643,55 @@ def test_real_easyedit_comparison(tmp_path):
     rows = [json.loads(x) for x in (out / "smollm2-135m.jsonl").read_text().splitlines()]
     judged = [r for r in rows if r.get("agree") is not None and r["part"] == "edit"]
     assert judged and all(r["agree"] for r in judged), [r for r in judged if not r["agree"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# the side-by-side table of one run
+
+
+def _run_rows(tag: str, speed: float) -> list[dict]:
+    base = {"tag": tag, "model": "m", "n": 10, "n_mass": 20, "steps": 10, "convention": "shared", "threads": 1,
+            "device": "cpu", "commit": "abc", "easyedit_commit": "14cea8245f", "timestamp": "2026-12-05T00:00:00"}
+    timed = [
+        ("edit", "rome", "edit seconds (10 records)", 100.0 * speed, 20.0),
+        ("edit", "memit", "edit seconds (20 records)", 400.0 * speed, 80.0),
+        ("stats", "C", "seconds: EasyEdit 1 layer / golden-fast all 30 layers", 12.0 * speed, 30.0),
+        ("eval", "evaluate", "records/s (pre + post pass, 10 records)", 1.5, 3.0 * speed),
+    ]
+    rows = [dict(base, part=p, method=m, quantity=q, easyedit=ee, golden_fast=gf, speedup=ee / gf,
+                 ee_peak_mib=500.0, gf_peak_mib=400.0, load_ee=[1.0, 1.2], load_gf=[1.2, 1.1])
+            for p, m, q, ee, gf in timed]
+    rows.append(dict(base, part="summary", method="", quantity="summary",
+                     note={"agree": 5, "judged": 6, "differ": ["memit layer 4 dW"], "worst_rel": {"x": 2e-3}}))
+    return rows
+
+
+def test_side_by_side_table_from_the_last_complete_run(tmp_path):
+    import side_by_side
+
+    path = tmp_path / "m.jsonl"
+    rows = _run_rows("t", 1.0) + _run_rows("other", 7.0) + _run_rows("t", 2.0) + _run_rows("t", 9.0)[:2]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = side_by_side.load_run(path, "t")  # the second run of "t": the third is incomplete (no summary)
+    lines = {what.split(":")[0]: rest for what, *rest in side_by_side.timing_lines(run)}
+    assert lines["ROME"][:3] == ["20.00", "2.00", "10.0x"]  # per edit
+    assert lines["MEMIT"][:3] == ["40.00", "4.00", "10.0x"]  # per fact
+    assert lines["statistics"][:3] == ["24.00", "1.00", "24.0x"]  # golden-fast's 30 layers, per layer
+    assert lines["evaluation"][:3] == ["1.50", "6.00", "4.0x"]  # records/s: golden-fast over EasyEdit
+    assert lines["ROME"][3:] == ["500 / 400", "1.0–1.2 / 1.2–1.1"]
+    text = side_by_side.markdown(run)
+    assert "5 of 6 compared quantities agree" in text and "memit layer 4 dW" in text
+    with pytest.raises(SystemExit, match="no complete run tagged 'nope'"):
+        side_by_side.load_run(path, "nope")
+
+
+def test_replace_section(tmp_path):
+    from _common import replace_section
+
+    doc = tmp_path / "README.md"
+    doc.write_text("a\n<!-- s -->\nold\n<!-- /s -->\nb\n")
+    replace_section(doc, "s", "new\n")
+    assert doc.read_text() == "a\n<!-- s -->\nnew\n<!-- /s -->\nb\n"
+    doc.write_text("a\n<!-- /s -->\n<!-- s -->\n")
+    with pytest.raises(ValueError, match="exactly one"):
+        replace_section(doc, "s", "x")
