@@ -121,7 +121,7 @@ def patch(
 
     def fn(t: torch.Tensor) -> torch.Tensor:
         r, c = _positions(rows, cols, t.device)
-        v = value.to(t.dtype)
+        v = value.to(device=t.device, dtype=t.dtype)  # a placed model computes the site where its layer lives
         if v.dim() == 1:
             v = v.expand(r.numel(), -1)
         if mode == "add":

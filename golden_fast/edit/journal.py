@@ -16,7 +16,8 @@ original weight. That buys three things:
 
 Everything is applied through the `rank1_apply` dispatcher and never with `+=` on a
 (possibly transposed) view: the op rounds once per element, which is what makes a replay
-exact, and it hides GPT-2's Conv1D storage behind `transposed=True`.
+exact, and it hides GPT-2's Conv1D storage behind `transposed=True`. A layer offloaded by accelerate
+(CPU map or disk) is read and written where it lives, through `golden_fast.models.placement`.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ import torch
 from torch import nn
 
 from golden_fast.fileio import atomic_dir, atomic_write_json
-from golden_fast.models import get_adapter
-from golden_fast.models.identity import model_identity
+from golden_fast.models import get_adapter, placement
 
 __all__ = [
     "FORMAT",
@@ -286,24 +286,26 @@ class EditJournal:
         layer = adapter._check(layer if isinstance(layer, bool) else int(layer))  # numpy/torch ints welcome
         u = u.detach().unsqueeze(-1) if u.dim() == 1 else u.detach()
         v = v.detach().unsqueeze(-1) if v.dim() == 1 else v.detach()
-        param = adapter.down_proj(layer).weight
+        param = adapter.down_proj(layer).weight  # on "meta" when offloaded: name, shape, dtype only
+        offloaded = placement.is_offloaded(model, adapter.down_proj(layer))
+        stored = adapter.down_param(layer) if offloaded else param
         transposed = bool(adapter.down_transposed)
         if self.model_identity is None:
             # the model as it was before the journal's first update (apply_journal checks it)
-            self.model_identity = model_identity(model)
+            self.model_identity = placement.identity(model)
             self.family = adapter.family
         record = self.layers.get(layer)
         if record is None:
             # First touch: checksum and copy BEFORE writing, so even an op that fails half-way
             # through leaves something to restore from.
-            original = self._cpu_copy(param) if self.keep_originals else None
+            original = self._cpu_copy(stored) if self.keep_originals else None
             record = LayerRecord(
                 layer=layer,
                 param=_param_name(model, param),
                 shape=tuple(param.shape),
                 dtype=param.dtype,
                 transposed=transposed,
-                sha256_before=weight_sha256(original if original is not None else param),
+                sha256_before=weight_sha256(original if original is not None else stored),
                 original=original,
             )
             self.layers[layer] = record
@@ -313,12 +315,19 @@ class EditJournal:
                 f"{param.dtype} {tuple(param.shape)} vs {record.dtype} {record.shape}"
             )
         op = _rank1_op()
-        device = param.device
+        device = adapter.down_device(layer) if offloaded else param.device
         chosen = op.choose(device.type, backend)
         # The recorded copies are what is applied: fresh contiguous tensors, as a replay's are (a BLAS
         # GEMM's float64 result can depend on where its operands sit in memory).
         u, v = u.to("cpu", copy=True).contiguous(), v.to("cpu", copy=True).contiguous()
-        op(param, u.to(device), v.to(device), transposed=transposed, backend=chosen)
+        if offloaded:
+            # updated where the layer computes, then written back to its store (CPU map or disk)
+            work = stored.to(device, copy=True)
+            op(work, u.to(device), v.to(device), transposed=transposed, backend=chosen)
+            adapter.write_down_param(layer, work)
+        else:
+            op(param, u.to(device), v.to(device), transposed=transposed, backend=chosen)
+            placement.refresh_identity(model)  # no-op unless some other tensor is offloaded
         record.sha256_after = None  # stale until the next seal()
         entry = JournalEntry(
             layer=layer,
@@ -341,7 +350,7 @@ class EditJournal:
         self._check_model(model)
         adapter = get_adapter(model)
         for layer, record in self.layers.items():
-            record.sha256_after = weight_sha256(adapter.down_proj(layer).weight)
+            record.sha256_after = weight_sha256(adapter.down_param(layer))
 
     def revert(self, model: nn.Module, *, verify: bool = True) -> None:
         """Restore every touched weight to its value before the journal's first update, bitwise.
@@ -549,7 +558,7 @@ def revert_journals(model: nn.Module, journals: Sequence[EditJournal], *, verify
                 f"{tuple(param.shape)}, the journal {record.dtype} {record.shape}"
             )
         after = last[layer].sha256_after
-        if verify and after is not None and weight_sha256(param) != after:
+        if verify and after is not None and weight_sha256(adapter.down_param(layer)) != after:
             raise JournalMismatchError(
                 f"cannot revert layer {layer} ({record.param}): its weight changed after this journal "
                 "was sealed (a later edit of this layer?); revert the later edits first, or pass "
@@ -558,7 +567,11 @@ def revert_journals(model: nn.Module, journals: Sequence[EditJournal], *, verify
         params[layer] = param
     with torch.no_grad():
         for layer, record in first.items():
-            params[layer].copy_(record.original.to(params[layer].device))
+            if placement.is_offloaded(model, adapter.down_proj(layer)):
+                adapter.write_down_param(layer, record.original)
+            else:
+                params[layer].copy_(record.original.to(params[layer].device))
+    placement.refresh_identity(model)
     for j in live:
         j._reverted = True
 
@@ -619,13 +632,13 @@ def apply_journal(
                 f"the journal's "
                 f"{_dtype_name(record.dtype)} {record.shape} (load the model with the dtype it was edited in)"
             )
-        if weight_sha256(param) != record.sha256_before:
+        if weight_sha256(adapter.down_param(layer)) != record.sha256_before:
             raise JournalMismatchError(
                 f"{where}: the weight differs from the one the journal was recorded on (sha256 mismatch); "
                 "this is another model, or it was already edited"
             )
     if strict and journal.model_identity is not None:
-        ident = model_identity(model)
+        ident = placement.identity(model)
         if _identity_hash(ident) != _identity_hash(journal.model_identity):
             raise JournalMismatchError(
                 f"model identity {ident} differs from the journal's {journal.model_identity}: the touched "
@@ -640,7 +653,7 @@ def apply_journal(
     fallback: set[str] = set()
     try:
         for e in journal.entries:
-            device = adapter.down_proj(e.layer).weight.device.type
+            device = adapter.down_device(e.layer).type
             chosen = backend
             if chosen is None and op.status(e.backend, device)[0]:
                 chosen = e.backend

@@ -14,6 +14,7 @@ import torch
 
 from golden_fast.hooks import capture, run_until
 from golden_fast.models import get_adapter
+from golden_fast.models.placement import execution_device
 from golden_fast.tokens import encode_batch, subject_last_token
 
 from .context import with_prompt
@@ -59,7 +60,7 @@ def keys_at_subject(
     sums: dict[str, torch.Tensor] = {}
     for start in range(0, len(seqs), batch_size):
         chunk = seqs[start : start + batch_size]
-        batch = encode_batch(tok, chunk).to(next(model.parameters()).device)
+        batch = encode_batch(tok, chunk).to(execution_device(model))
         rows = torch.arange(len(chunk))
         cols = torch.tensor([batch.offsets[i] + idxs[start + i] for i in range(len(chunk))])
         with capture(adapter, names) as cap:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from golden_fast.tokens import encode_texts, pad_id
+from golden_fast.models.placement import execution_device
 
 __all__ = ["generate_samples", "ngram_entropy", "word_tokenize"]
 
@@ -73,7 +74,7 @@ def generate_samples(
     RNG state is left untouched; samples depend on the seed and on the batch layout.
     """
     texts: list[str] = []
-    device = next(model.parameters()).device
+    device = execution_device(model)
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         torch.manual_seed(seed)
         for lo in range(0, len(prompts), batch_size):

@@ -185,5 +185,5 @@ def run_sequential_curve(
         if bar is not None:
             bar.close()
         with torch.no_grad():  # back to the unedited layer, bitwise, whatever happened
-            adapter.down_weight(layer).copy_(W0)
+            adapter.write_down_weight(layer, W0)
     return [p for p in curve if p["edits"] in set(checkpoints)]

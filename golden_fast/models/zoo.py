@@ -26,6 +26,7 @@ import torch
 
 from golden_fast.fileio import replace_dir
 
+from . import placement
 from .tiny import TINY_NAMES, build_tiny
 
 
@@ -202,12 +203,21 @@ def load_model(
     name_or_path: str,
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device = "cpu",
+    *,
+    device_map: str | dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
+    max_memory: dict | None = None,
     **kwargs,
 ):
     """Load (model, tokenizer), model in eval mode on `device`.
 
     name_or_path: a zoo name (`golden-fast models list`), a tiny test model
     ("tiny-gpt2", "tiny-llama", "tiny-gemma3"), a local directory, or a Hugging Face id.
+    device_map: instead of `device`, place the model across devices as accelerate and
+    transformers do ({module name: 0 | "cuda:1" | "cpu" | "disk"}, or "auto", "balanced",
+    "sequential"); "disk" needs `offload_folder`, and `max_memory` bounds the inferred maps.
+    Edits, reverts and evaluation then follow each layer where it lives
+    (golden_fast.models.placement).
     Tokenizers are set to left padding with a pad token (scoring batches rely on it).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -216,13 +226,20 @@ def load_model(
         dtype = getattr(torch, dtype)
     if name_or_path in TINY_NAMES:
         model, tok = build_tiny(name_or_path, dtype=dtype)
-        return model.to(device), tok
+        if device_map is None:
+            return model.to(device), tok
+        return placement.place_model(model, device_map, offload_folder=offload_folder, max_memory=max_memory), tok
     path = str(fetch(name_or_path)) if name_or_path in ZOO else name_or_path
     tok = AutoTokenizer.from_pretrained(path)
+    if device_map is not None:
+        kwargs.update(device_map=device_map, offload_folder=offload_folder, max_memory=max_memory)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kwargs)
     if name_or_path in ZOO:
         model.config.name_or_path = name_or_path
-    model = model.to(device).eval()
+    if device_map is None:
+        model = model.to(device)
+    model = model.eval()
+    placement.refresh_identity(model)  # no-op unless some tensor is offloaded
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

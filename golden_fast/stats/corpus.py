@@ -56,6 +56,7 @@ from pathlib import Path
 import torch
 
 from golden_fast.fileio import atomic_write, iter_jsonl
+from golden_fast.models.placement import execution_device
 
 __all__ = [
     "HF_CORPORA",
@@ -317,7 +318,7 @@ def _sample_batch(model, tok, batch: int, config) -> list[str]:
 
     prefixes = [SAMPLE_PREFIXES[(batch * _GEN_BATCH + i) % len(SAMPLE_PREFIXES)] for i in range(_GEN_BATCH)]
     enc = encode_texts(tok, prefixes, add_special_tokens=config.add_special_tokens)
-    device = next(model.parameters()).device
+    device = execution_device(model)
     # fork_rng: seed this batch's stream without disturbing the caller's global RNG state.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed * 1_000_003 + batch)

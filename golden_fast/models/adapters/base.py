@@ -12,6 +12,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from golden_fast.models import placement
+
 
 def _get(root: nn.Module, path: str) -> nn.Module:
     """Resolve a dotted attribute path ("model.layers") on a module."""
@@ -80,21 +82,53 @@ class ModelAdapter:
         """The down-projection weight as (out x in) = (d, m), whatever the storage.
 
         For a transposed storage this is a transposed *view*: writing into it writes the
-        model's parameter, so editors never need to know about Conv1D.
+        model's parameter, so editors never need to know about Conv1D. For a layer offloaded by
+        accelerate (CPU map or disk) it is the stored values (for disk, a copy): change those
+        with `write_down_param`.
         """
-        w = self.down_proj(layer).weight
+        w = placement.read_tensor(self.model, self.down_proj(layer), "weight")
         return w.T if self.down_transposed else w
 
+    def down_param(self, layer: int) -> torch.Tensor:
+        """The down-projection weight in its storage layout, wherever it lives (see down_weight)."""
+        return placement.read_tensor(self.model, self.down_proj(layer), "weight")
+
+    def write_down_param(self, layer: int, value: torch.Tensor) -> None:
+        """Set the down-projection weight (storage layout) wherever it lives, bitwise."""
+        placement.write_tensor(self.model, self.down_proj(layer), "weight", value)
+        placement.refresh_identity(self.model)  # no-op unless some tensor is offloaded
+
+    def write_down_weight(self, layer: int, value: torch.Tensor) -> None:
+        """Set the down-projection weight from a (d, m) = (out x in) tensor, whatever the storage."""
+        self.write_down_param(layer, value.T if self.down_transposed else value)
+
+    def down_device(self, layer: int) -> torch.device:
+        """The device the down-projection of `layer` computes on (its execution device)."""
+        return placement.execution_device(self.down_proj(layer))
+
+    def layer_devices(self) -> dict[int, str]:
+        """{layer: where its down-projection lives}: "disk", "cpu", "cuda:0", ... (placed models)."""
+        return {layer: placement.where(self.model, self.down_proj(layer)) for layer in range(self.n_layers)}
+
+    def _down_shape(self) -> tuple[int, int]:
+        # the module's tensor keeps its shape on "meta": no read of an offloaded weight
+        shape = tuple(self.down_proj(0).weight.shape)
+        return shape[::-1] if self.down_transposed else shape
+
     def down_bias(self, layer: int) -> torch.Tensor | None:
-        return getattr(self.down_proj(layer), "bias", None)
+        """The down-projection bias, wherever it lives, or None (see down_weight)."""
+        module = self.down_proj(layer)
+        if getattr(module, "bias", None) is None:
+            return None
+        return placement.read_tensor(self.model, module, "bias")
 
     @property
     def d_model(self) -> int:
-        return self.down_weight(0).shape[0]
+        return self._down_shape()[0]
 
     @property
     def d_ff(self) -> int:
-        return self.down_weight(0).shape[1]
+        return self._down_shape()[1]
 
     def embeddings(self) -> nn.Module:
         return _get(self.model, self.embed_path)
@@ -150,7 +184,7 @@ class ModelAdapter:
 
     def describe(self) -> dict:
         """A summary for `golden-fast models info` and reports."""
-        w = self.down_weight(0)
+        w = self.down_proj(0).weight  # shape and dtype only: valid on "meta" too
         return {
             "family": self.family,
             "class": type(self.model).__name__,
@@ -158,7 +192,7 @@ class ModelAdapter:
             "d_model": self.d_model,
             "d_ff": self.d_ff,
             "down_proj": f"{self.layers_path}.{{l}}.{self.mlp_attr}.{self.down_attr}",
-            "down_weight_shape_out_x_in": tuple(w.shape),
+            "down_weight_shape_out_x_in": self._down_shape(),
             "down_storage": "transposed (Conv1D, in x out)" if self.down_transposed else "Linear (out x in)",
             "dtype": str(w.dtype).replace("torch.", ""),
             "n_params": sum(p.numel() for p in self.model.parameters()),
