@@ -30,6 +30,11 @@ Variants, from the same Gram products at no extra cost (a_i, b_i: old / new grad
 - "cosine": mean_i <a_i, b_i> / (|a_i| |b_i|).
 - "new_norm": mean_i |b_i| (the size of the edit direction alone).
 Which tracks the brute-force golden layer best is measured (bench/locate_compare.py), not assumed.
+
+Under torchrun (golden_fast.distributed, `data_parallel=True`: every rank calls with the same
+requests) each rank takes every world-th request (`distributed.shard`); the per-sample products
+and losses are added up over the ranks once, at the end (each sample's row comes from one rank,
+zeros from the others), so every rank scores the same products and chooses the same layer.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from golden_fast import distributed
 from golden_fast.gradients import Seq, grad_pass, no_param_grads, parts_of, scored_sequence
 from golden_fast.models import get_adapter
 from golden_fast.ops.grad_inner import grad_inner
@@ -142,8 +148,14 @@ def _greedy(model: nn.Module, adapter, tok, prompts: Sequence[list[int]], n_toke
     return [s[len(p) :] for s, p in zip(seqs, prompts)]
 
 
-def _answer_spans(model, adapter, tok, requests, config: LGAConfig) -> tuple[list[Seq], list[Seq], list[str]]:
-    """(old sequences, new sequences, where each old answer came from)."""
+def _answer_spans(
+    model, adapter, tok, requests, config: LGAConfig, decode: set[int] | None = None
+) -> tuple[list[Seq], list[Seq], list[str]]:
+    """(old sequences, new sequences, where each old answer came from).
+
+    Every request is checked (an error is raised on every rank alike); greedy answers are decoded
+    only for the requests in `decode` (default: all), the others' old sequences are left None.
+    """
     new_seqs, old_seqs, sources = [], [], []
     n_new: list[int] = []  # answer tokens of each new target: the default length of a greedy answer
     need_greedy: list[int] = []
@@ -173,6 +185,8 @@ def _answer_spans(model, adapter, tok, requests, config: LGAConfig) -> tuple[lis
             raise ValueError(f"{req.ref}: field 'ground_truth': {exc}") from None
         old_seqs.append(scored_sequence(so.ids, so.start, so.end, config.loss_span))
         sources.append("data")
+    if decode is not None:
+        need_greedy = [i for i in need_greedy if i in decode]
     if need_greedy:
         prompts = [list(tok(requests[i].text)["input_ids"]) for i in need_greedy]
         counts = [config.greedy_tokens or n_new[i] for i in need_greedy]
@@ -192,11 +206,13 @@ def lga_inner_products(
     layers: Sequence[int] | None = None,
     config: LGAConfig | None = None,
     progress: bool = False,
+    data_parallel: bool = True,
 ) -> dict[str, Any]:
     """Per-sample, per-layer <a, b>, <a, a>, <b, b> (float64 arrays (n, L)) and the run's details.
 
     a = gradient for the old answer, b = for the new one, w.r.t. theta_l. This is everything the
-    variants need; `lga` turns it into scores and a choice.
+    variants need; `lga` turns it into scores and a choice. data_parallel: under torchrun, split
+    the requests across the ranks (every rank must call); False: this process does them all.
     """
     config = config or LGAConfig()
     adapter = get_adapter(model)
@@ -216,15 +232,18 @@ def lga_inner_products(
     n, L = len(requests), len(layers)
     ab, aa, bb = (np.zeros((n, L)) for _ in range(3))
     losses = {"old": [0.0] * n, "new": [0.0] * n}
+    split = data_parallel and distributed.active()
+    mine = distributed.shard(n) if split else list(range(n))
     bar = None
-    if progress:
+    if distributed.progress_enabled(progress):
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc=f"LGA ({config.theta})", unit="fact")
+        bar = tqdm(total=len(mine), desc=f"LGA ({config.theta})", unit="fact")
     with no_param_grads(model):
-        old_seqs, new_seqs, sources = _answer_spans(model, adapter, tok, requests, config)
-        for lo in range(0, n, config.batch_size):
-            idx = list(range(lo, min(n, lo + config.batch_size)))
+        decode = set(mine) if split else None
+        old_seqs, new_seqs, sources = _answer_spans(model, adapter, tok, requests, config, decode)
+        for lo in range(0, len(mine), config.batch_size):
+            idx = mine[lo : lo + config.batch_size]
             opts = dict(loss_reduction=config.loss_reduction, checkpoint=config.checkpoint)
             cap_a, loss_a = grad_pass(model, adapter, tok, [old_seqs[i] for i in idx], flat, low, **opts)
             cap_b, loss_b = grad_pass(model, adapter, tok, [new_seqs[i] for i in idx], flat, low, **opts)
@@ -244,11 +263,26 @@ def lga_inner_products(
                 bar.update(len(idx))
     if bar is not None:
         bar.close()
+    if split:
+        _reduce_products(ab, aa, bb, losses)
     for name, arr in (("<a,b>", ab), ("<a,a>", aa), ("<b,b>", bb)):
         if not np.isfinite(arr).all():
             i, j = np.argwhere(~np.isfinite(arr))[0]
             raise FloatingPointError(f"LGA: non-finite {name} for {requests[i].ref} at layer {layers[j]}")
     return {"layers": layers, "ab": ab, "aa": aa, "bb": bb, "old_answer_source": sources, "loss": losses}
+
+
+def _reduce_products(ab: np.ndarray, aa: np.ndarray, bb: np.ndarray, losses: dict[str, list[float]]) -> None:
+    """Every rank's rows added into every rank's arrays (in place), in one all-reduce. A row is filled
+    by one rank and zero on the others, so the sums are that rank's values exactly."""
+    n = ab.shape[0]
+    flat = np.concatenate([ab.ravel(), aa.ravel(), bb.ravel(), losses["old"], losses["new"]])
+    total = distributed.all_reduce_sum(torch.from_numpy(flat)).numpy()
+    k = ab.size
+    for j, arr in enumerate((ab, aa, bb)):
+        arr[...] = total[j * k : (j + 1) * k].reshape(arr.shape)
+    losses["old"][:] = total[3 * k : 3 * k + n].tolist()
+    losses["new"][:] = total[3 * k + n :].tolist()
 
 
 def variant_scores(
@@ -276,14 +310,15 @@ def lga(
     layers: Sequence[int] | None = None,
     config: LGAConfig | None = None,
     progress: bool = False,
+    data_parallel: bool = True,
 ):
     """Run LGA and choose a layer; returns `LayerScores` (every variant in `.variants`, per-sample
-    products in `.extra`)."""
+    products in `.extra`). data_parallel: as `lga_inner_products`."""
     from golden_fast.locate.scores import LayerScores
 
     config = config or LGAConfig()
     t0 = time.perf_counter()
-    res = lga_inner_products(model, tok, requests, layers, config, progress=progress)
+    res = lga_inner_products(model, tok, requests, layers, config, progress=progress, data_parallel=data_parallel)
     variants = variant_scores(res["ab"], res["aa"], res["bb"], list(requests), res["layers"])
     wall = time.perf_counter() - t0
     extra = {

@@ -7,6 +7,7 @@ Layout, under golden_fast.models.home() / "stats":
 
     <model identity>/<corpus key>/layer012-n100000-float32.safetensors   sum (m, m), count ()
     <model identity>/<corpus key>/partial-n100000-float32-<layers hash>.safetensors
+    <model identity>/<corpus key>/partial-n100000-float32-<layers hash>-rank1of2.safetensors  (torchrun)
 
 The corpus key (golden_fast.stats.corpus.corpus_key) covers the source and the tokenisation
 settings. Files are written to a temporary name in the same folder, flushed, then os.replace'd
@@ -50,9 +51,12 @@ def layer_path(folder: Path, layer: int, n_samples: int, dtype: str) -> Path:
     return folder / f"layer{layer:03d}-n{n_samples}-{dtype}.safetensors"
 
 
-def checkpoint_path(folder: Path, layers: Sequence[int], n_samples: int, dtype: str) -> Path:
+def checkpoint_path(folder: Path, layers: Sequence[int], n_samples: int, dtype: str, rank: int = 0,
+                    world_size: int = 1) -> Path:
+    """The checkpoint of a pass over `layers`; under torchrun one per rank (each holds its own share)."""
     tag = hashlib.sha256(",".join(map(str, sorted(layers))).encode()).hexdigest()[:12]
-    return folder / f"partial-n{n_samples}-{dtype}-{tag}.safetensors"
+    ranks = f"-rank{rank}of{world_size}" if world_size > 1 else ""
+    return folder / f"partial-n{n_samples}-{dtype}-{tag}{ranks}.safetensors"
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

@@ -22,6 +22,12 @@ big for memory fails at the start, not hours in.
 
 The count is kept with the sum (C = sum / count is formed on demand), results are cached on disk
 (golden_fast.stats.cache) and a long pass checkpoints its partial sums, so it can resume.
+
+Under torchrun (golden_fast.distributed, `data_parallel=True`: every rank calls) each rank takes
+every world-th text of the length-sorted list (`distributed.shard`), so the ranks' batches have
+alike shapes and costs, and batches its share alone; the sums and counts are added up over the
+ranks once, at the end. Each rank checkpoints its own share in a file of its own; rank 0 alone
+writes the cache, which every rank then reads (the ranks share one golden_fast home).
 """
 
 from __future__ import annotations
@@ -39,9 +45,11 @@ from typing import overload
 import torch
 from torch import nn
 
+from golden_fast import distributed
 from golden_fast.hooks import StopForward, edit_site, stop_after
 from golden_fast.models import get_adapter
 from golden_fast.models.identity import model_identity
+from golden_fast.models.placement import execution_device
 from golden_fast.ops.mom2 import mom2_update, symmetrize_upper
 from golden_fast.tokens import Batch, pad_id
 
@@ -256,7 +264,7 @@ def _accumulate(
     from tqdm.auto import tqdm
 
     adapter = get_adapter(model)
-    device = next(model.parameters()).device
+    device = execution_device(model)
     m = adapter.d_ff
     sums = {layer: torch.zeros(m, m, dtype=dtype, device=device) for layer in layers}
     counts = {layer: 0 for layer in layers}
@@ -346,16 +354,90 @@ def _setup(model, tok, layers, config, progress, model_id) -> _Setup:
     adapter = get_adapter(model)
     layers = _normalize_layers(layers, adapter.n_layers)
     model_id = model_id or model_identity(model)
-    corpus = resolve_corpus(config.corpus, config, model, tok, progress=progress, model_id=model_id)
+    corpus = resolve_corpus(config.corpus, config, model, tok, progress=distributed.progress_enabled(progress),
+                            model_id=model_id)
     max_len = effective_max_length(model, config)
     return _Setup(layers, corpus, corpus_key(corpus, max_len, config.add_special_tokens), max_len, model_id)
 
 
-def _read_plan(tok, s: _Setup, config: StatsConfig) -> _Plan:
-    seqs = _tokenize(tok, s.corpus.iter_texts(config.n_samples), s.max_len, config.add_special_tokens)
+# Corpora whose first read writes a file (the model-sampled one samples and caches its texts).
+_WRITES_ON_READ = ("sampled",)
+
+
+def _read_seqs(tok, s: _Setup, config: StatsConfig) -> list[torch.Tensor]:
+    return _tokenize(tok, s.corpus.iter_texts(config.n_samples), s.max_len, config.add_special_tokens)
+
+
+def _read_seqs_in_turn(tok, s: _Setup, config: StatsConfig, split: bool) -> list[torch.Tensor]:
+    """The tokenised corpus on every rank. A corpus that writes its cache when read is read by rank 0
+    first and by the others once it is written, so no two processes write the same file; a failure
+    on rank 0 is raised on every rank instead of leaving them waiting."""
+    if not split or s.corpus.kind not in _WRITES_ON_READ:
+        return _read_seqs(tok, s, config)
+    seqs, error, failure = None, None, None
+    if distributed.is_main():
+        try:
+            seqs = _read_seqs(tok, s, config)
+        except Exception as exc:  # noqa: BLE001 - sent to the other ranks, then raised here
+            error, failure = f"{type(exc).__name__}: {exc}", exc
+    error = distributed.broadcast_object(error)
+    if failure is not None:
+        raise failure
+    if error is not None:
+        raise RuntimeError(f"rank 0 could not read corpus {s.corpus.description}: {error}")
+    return seqs if seqs is not None else _read_seqs(tok, s, config)
+
+
+def _read_plan(tok, s: _Setup, config: StatsConfig, split: bool = False) -> _Plan:
+    seqs = _read_seqs_in_turn(tok, s, config, split)
     if not seqs:
         raise ValueError(f"corpus {s.corpus.description} gave no tokens")
     return _plan(seqs, config.batch_tokens)
+
+
+def _local_plan(plan: _Plan, config: StatsConfig, split: bool) -> _Plan:
+    """This rank's share of the plan: every world-th text of the length-sorted list, batched anew
+    (the plan itself when not split). Deterministic, so a restarted rank takes the same texts."""
+    if not split:
+        return plan
+    return _plan([plan.seqs[i] for i in distributed.shard(plan.n_texts)], config.batch_tokens)
+
+
+def _reduce(
+    sums: dict[int, torch.Tensor], counts: dict[int, int], split: bool
+) -> tuple[dict[int, torch.Tensor], dict[int, int]]:
+    """The ranks' sums and counts added up, on every rank: one all-reduce per layer's sum, one for
+    all the counts (int64: exact at any corpus size). Unchanged when not split."""
+    if not split:
+        return sums, counts
+    layers = sorted(sums)
+    for layer in layers:
+        distributed.all_reduce_sum(sums[layer])
+    total = distributed.all_reduce_sum(torch.tensor([counts[layer] for layer in layers], dtype=torch.int64))
+    return sums, dict(zip(layers, (int(c) for c in total.tolist())))
+
+
+def _load_cached(model: nn.Module, s: _Setup, config: StatsConfig, folder: Path,
+                 expect: dict[str, str]) -> dict[int, SecondMoment]:
+    """The requested layers found in the cache."""
+    device = execution_device(model)
+    found: dict[int, SecondMoment] = {}
+    for layer in s.layers:
+        path = _cache.layer_path(folder, layer, config.n_samples, config.dtype)
+        got = _cache.load_layer(path, {**expect, "layer": str(layer)})
+        if got is not None:
+            total, count, meta = got
+            n_texts = int(meta.get("n_texts", 0))
+            found[layer] = SecondMoment(layer, total.to(device), count, n_texts, path, from_cache=True)
+    return found
+
+
+def _agree_missing(missing: list[int], split: bool) -> list[int]:
+    """The layers the pass computes: those missing on any rank, so that every rank joins the same
+    pass (a rank whose cache has them recomputes them too)."""
+    if not split:
+        return missing
+    return sorted({layer for got in distributed.all_gather_objects(missing) for layer in got})
 
 
 def second_moments(
@@ -365,6 +447,7 @@ def second_moments(
     config: StatsConfig | None = None,
     progress: bool = True,
     model_id: str | None = None,
+    data_parallel: bool = True,
 ) -> dict[int, SecondMoment]:
     """{layer: SecondMoment} for every requested layer; missing ones computed in ONE pass.
 
@@ -372,6 +455,9 @@ def second_moments(
     the pass checkpoints every config.checkpoint_every texts and resumes from its checkpoint.
     `model_id` overrides the model identity in the cache key (an editor that computes C for the
     unedited weights after editing them); by default it is golden_fast's model_identity(model).
+    data_parallel: under torchrun, a pass is split across the ranks and every rank must call with
+    the same arguments (a call whose layers are all cached on every rank needs no other rank);
+    False: this process computes alone (ranks doing different work).
     """
     config = config or StatsConfig()
     s = _setup(model, tok, layers, config, progress, model_id)
@@ -379,45 +465,50 @@ def second_moments(
     expect = {
         "model": s.model_id, "corpus_key": s.key, "n_samples": str(config.n_samples), "dtype": config.dtype,
     }
-    out: dict[int, SecondMoment] = {}
-    if config.cache:
-        for layer in s.layers:
-            path = _cache.layer_path(folder, layer, config.n_samples, config.dtype)
-            got = _cache.load_layer(path, {**expect, "layer": str(layer)})
-            if got is not None:
-                total, count, meta = got
-                device = next(model.parameters()).device
-                n_texts = int(meta.get("n_texts", 0))
-                out[layer] = SecondMoment(layer, total.to(device), count, n_texts, path, from_cache=True)
+    split = data_parallel and distributed.active()
+    out = _load_cached(model, s, config, folder, expect) if config.cache else {}
     missing = [layer for layer in s.layers if layer not in out]
     if missing:
-        plan = _read_plan(tok, s, config)
+        missing = _agree_missing(missing, split)
+        plan = _read_plan(tok, s, config, split)
+        local = _local_plan(plan, config, split)
         ckpt = None
         if config.cache and config.checkpoint_every:
-            ckpt = _Checkpoint(
-                _cache.checkpoint_path(folder, missing, config.n_samples, config.dtype),
-                {**expect, "plan": plan.digest, "layers": ",".join(map(str, missing))},
-                config.checkpoint_every,
-            )
+            ckpt = _checkpoint(folder, missing, config, expect, local, split)
         t0 = time.perf_counter()
         desc = f"stats L{missing[0]}" + (f"-{missing[-1]} ({len(missing)})" if len(missing) > 1 else "")
         sums, counts = _accumulate(
-            model, tok, missing, plan, config.torch_dtype, True, ckpt, progress, desc
+            model, tok, missing, local, config.torch_dtype, True, ckpt, distributed.progress_enabled(progress), desc
         )
+        sums, counts = _reduce(sums, counts, split)
         seconds = time.perf_counter() - t0
         for layer in missing:
             sm = _finish(layer, sums[layer], counts[layer], plan.n_texts)
             if config.cache:
                 sm.path = _cache.layer_path(folder, layer, config.n_samples, config.dtype)
+            if config.cache and (distributed.is_main() or not split):  # one writer per file
                 _cache.save_layer(sm.path, sm.sum, sm.count, {
                     **expect, "layer": str(layer), "n_texts": str(plan.n_texts), "max_length": str(s.max_len),
                     "corpus": s.corpus.description, "seconds": f"{seconds:.2f}",
                     "layers_in_pass": ",".join(map(str, missing)),
                 })
             out[layer] = sm
+        if split:
+            distributed.barrier()  # the cache is written before any rank reads it or drops its checkpoint
         if ckpt is not None:
             ckpt.path.unlink(missing_ok=True)
     return {layer: out[layer] for layer in s.layers}
+
+
+def _checkpoint(folder: Path, layers: list[int], config: StatsConfig, expect: dict[str, str],
+                plan: _Plan, split: bool) -> _Checkpoint:
+    """The checkpoint of this pass; in a split pass each rank's own file, for its own share."""
+    rank, world = (distributed.rank(), distributed.world_size()) if split else (0, 1)
+    identity = {**expect, "plan": plan.digest, "layers": ",".join(map(str, layers))}
+    if world > 1:
+        identity |= {"rank": str(rank), "world_size": str(world)}
+    path = _cache.checkpoint_path(folder, layers, config.n_samples, config.dtype, rank, world)
+    return _Checkpoint(path, identity, config.checkpoint_every)
 
 
 def per_layer_second_moments(
@@ -426,18 +517,23 @@ def per_layer_second_moments(
     layers: int | Sequence[int],
     config: StatsConfig | None = None,
     progress: bool = True,
+    data_parallel: bool = True,
 ) -> dict[int, SecondMoment]:
     """The anchors' way, for comparison and benchmarks: for each layer separately, a full forward
     pass (no early stop, logits included) over the same batches, accumulating that layer only.
     Never cached. Same tokens as `second_moments`, so counts are equal and sums agree to rounding.
+    data_parallel: as `second_moments`.
     """
     config = config or StatsConfig()
     s = _setup(model, tok, layers, config, progress, None)
-    plan = _read_plan(tok, s, config)
+    split = data_parallel and distributed.active()
+    plan = _read_plan(tok, s, config, split)
+    local = _local_plan(plan, config, split)
     out = {}
     for layer in s.layers:
-        sums, counts = _accumulate(model, tok, [layer], plan, config.torch_dtype, False, None, progress,
-                                   f"stats L{layer} (full pass)")
+        sums, counts = _accumulate(model, tok, [layer], local, config.torch_dtype, False, None,
+                                   distributed.progress_enabled(progress), f"stats L{layer} (full pass)")
+        sums, counts = _reduce(sums, counts, split)
         out[layer] = _finish(layer, sums[layer], counts[layer], plan.n_texts)
     return out
 
@@ -445,23 +541,24 @@ def per_layer_second_moments(
 @overload
 def get_second_moment(model: nn.Module, tok, layer: int, config: StatsConfig | None = ...,
                       progress: bool = ..., model_id: str | None = ...,
-                      layers: Sequence[int] | None = ...) -> SecondMoment: ...
+                      layers: Sequence[int] | None = ..., data_parallel: bool = ...) -> SecondMoment: ...
 @overload
 def get_second_moment(model: nn.Module, tok, layer: Sequence[int], config: StatsConfig | None = ...,
                       progress: bool = ..., model_id: str | None = ...,
-                      layers: Sequence[int] | None = ...) -> dict[int, SecondMoment]: ...
-def get_second_moment(model, tok, layer, config=None, progress=True, model_id=None, layers=None):
+                      layers: Sequence[int] | None = ..., data_parallel: bool = ...) -> dict[int, SecondMoment]: ...
+def get_second_moment(model, tok, layer, config=None, progress=True, model_id=None, layers=None, data_parallel=True):
     """The cached accessor for editors: a SecondMoment for one layer, {layer: SecondMoment} for a
     sequence of layers. Every missing layer of `layer` and `layers` (the other layers the caller
     will ask for next, e.g. all of MEMIT's) is computed in the same single pass.
 
     An editor that edits weights between calls must pass `model_id` (model_identity of the
     unedited model, taken before the first edit): the identity follows the weights, so otherwise
-    the second call misses the cache and computes C on the edited model.
+    the second call misses the cache and computes C on the edited model. `data_parallel`: as
+    `second_moments` (False for an edit that runs on one rank alone).
     """
     single = isinstance(layer, int) and not isinstance(layer, bool)
     wanted = [layer] if single else list(layer)
-    got = second_moments(model, tok, sorted({*wanted, *(layers or ())}), config, progress, model_id)
+    got = second_moments(model, tok, sorted({*wanted, *(layers or ())}), config, progress, model_id, data_parallel)
     return got[layer] if single else {w: got[w] for w in wanted}
 
 
