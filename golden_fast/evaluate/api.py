@@ -9,17 +9,22 @@ Pre-edit results: a report always carries this model's argmax over every localit
 span (`EvalReport.predictions`). Evaluate the unedited model once, then pass that
 report as `pre=` when evaluating each edited model: locality compares against the
 stored predictions (nothing is recomputed), and the table shows the pre-edit means.
+
+Under torchrun (`golden_fast.distributed`) the requests are split across ranks: each rank scores
+its shard, and the per-request rows and predictions are gathered back in input order, so every
+rank returns the report one process would (summaries are computed from the gathered rows).
 """
 
 from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
+from golden_fast import distributed
 from golden_fast.evaluate import counterfact, knowedit
 from golden_fast.evaluate.fluency import generate_samples, ngram_entropy
 from golden_fast.evaluate.report import METRIC_ORDER, EvalReport, MetricRow
@@ -28,9 +33,43 @@ from golden_fast.evaluate.scoring import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS,
 if TYPE_CHECKING:
     from golden_fast.data import EditRequest
 
-__all__ = ["SUITES", "conventions", "evaluate"]
+__all__ = ["SUITES", "conventions", "evaluate", "on_first_rank", "shard_map"]
 
 SUITES = {"knowedit": knowedit, "counterfact": counterfact}
+
+T = TypeVar("T")
+
+
+def shard_map(n: int, work: Callable[[list[int]], Sequence[T]], split: bool = True) -> list[T]:
+    """`work(indices)` (one result per index, in order) over this rank's `distributed.shard(n)`
+    when `split` and a process group is active, else over every index; all results in input order,
+    on every rank. A result may not be None (the gather reads None as missing).
+
+    A rank whose `work` raises makes every rank raise (the others with a RuntimeError naming it)
+    instead of leaving them waiting in the gather.
+    """
+    if not (split and distributed.active()):
+        return list(work(list(range(n))))
+    mine = distributed.shard(n)
+    out: list[T] = []
+    failure: BaseException | None = None
+    try:
+        out = list(work(mine))
+    except BaseException as exc:  # noqa: BLE001 - re-raised below, after the other ranks learn of it
+        failure = exc
+    errors = distributed.all_gather_objects(None if failure is None else f"{type(failure).__name__}: {failure}")
+    if failure is not None:
+        raise failure
+    for r, err in enumerate(errors):
+        if err is not None:
+            raise RuntimeError(f"rank {r} failed: {err}")
+    return distributed.gather_in_order(n, out, mine)
+
+
+def on_first_rank(fn: Callable[[], T], split: bool = True) -> T:
+    """`fn()` run by rank 0 alone (when `split` and a process group is active), its result on
+    every rank; a failure there is raised on every rank, as in `shard_map`."""
+    return shard_map(1, lambda idx: [(fn(),) for _ in idx], split)[0][0]  # boxed: None is a result too
 
 
 def conventions(
@@ -90,6 +129,7 @@ def evaluate(
     seed: int = 0,
     n_boot: int = 2000,
     model_name: str | None = None,
+    data_parallel: bool = True,
 ) -> EvalReport:
     """Evaluate `model` on `requests` with the named suites; see FORMULAS.md, section "Evaluation
     metrics", and each suite's module.
@@ -108,46 +148,40 @@ def evaluate(
         fluency_tokens, fluency_top_k, fluency_batch_size, seed: the fluency sampler.
         n_boot: bootstrap draws for the summary intervals (seed: `seed`).
         model_name: for the report header (default: the model's name_or_path).
+        data_parallel: under torchrun, split the requests across ranks (every rank must call);
+            False: this process evaluates every request itself (ranks doing different work).
     """
     suites = tuple(dict.fromkeys(suites))
     unknown = [s for s in suites if s not in SUITES]
     if unknown or not suites:
         raise ValueError(f"unknown suite(s) {unknown or suites}; known: {', '.join(SUITES)}")
     requests = list(requests)
+    split = data_parallel and distributed.active()
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
     try:
-        table = SpanTable(tok)
-        for req in requests:
-            try:
-                for s in suites:
-                    SUITES[s].register(req, table)
-                knowedit.register_locality(req, table)  # predictions are recorded in every report
-            except ValueError as exc:  # a target that tokenises to nothing: name the request
-                raise ValueError(f"{req.ref}: {exc}") from None
-        table.run(
-            model,
-            batch_size=batch_size,
-            max_tokens=max_tokens,
-            chunk_size=chunk_size,
-            backend=backend,
-            route=route,
+        pre_predictions = pre.predictions if pre is not None else None
+        score_kwargs = dict(
+            batch_size=batch_size, max_tokens=max_tokens, chunk_size=chunk_size, backend=backend, route=route
+        )
+        per_request = shard_map(
+            len(requests),
+            lambda idx: _score_requests(model, tok, requests, idx, suites, pre_predictions, score_kwargs),
+            split,
         )
         t_score = time.perf_counter() - t0
-
-        pre_predictions = pre.predictions if pre is not None else None
         rows: list[MetricRow] = []
         predictions: dict = {}
-        for pos, req in enumerate(requests):
-            predictions.update(knowedit.predictions(req, table))
-            for s in suites:
-                for metric, (value, n) in SUITES[s].compute(req, table, pre_predictions).items():
-                    rows.append(MetricRow(pos, req.index, req.case_id, metric, float(value), int(n)))
-
+        for req_rows, req_predictions in per_request:
+            rows += req_rows
+            predictions.update(req_predictions)
         if fluency:
-            rows += _fluency_rows(
-                model, tok, requests, fluency_tokens, fluency_top_k, seed, fluency_batch_size
+            # one RNG stream runs through every batch of samples, so they cannot be split without
+            # changing them: rank 0 samples all of them, the others receive the rows
+            rows += on_first_rank(
+                lambda: _fluency_rows(model, tok, requests, fluency_tokens, fluency_top_k, seed, fluency_batch_size),
+                split,
             )
     finally:
         model.train(was_training)
@@ -157,7 +191,7 @@ def evaluate(
         or getattr(getattr(model, "config", None), "name_or_path", None)
         or type(model).__name__,
         "n_requests": len(requests),
-        "n_scored_sequences": len(table),
+        "n_scored_sequences": _count_spans(requests, suites),
         "batch_size": batch_size,
         "max_tokens": max_tokens,
         "chunk_size": chunk_size,
@@ -167,6 +201,8 @@ def evaluate(
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    if split:
+        meta["data_parallel_ranks"] = distributed.world_size()
     conv = conventions(
         suites,
         fluency=fluency,
@@ -180,6 +216,57 @@ def evaluate(
     rank = {m: i for i, m in enumerate(METRIC_ORDER)}
     rows.sort(key=lambda r: (r.position, rank.get(r.metric, len(rank))))
     return EvalReport(rows, suites, conv, predictions, meta, pre=pre, n_boot=n_boot, seed=seed)
+
+
+def _register(req: EditRequest, table, suites: Sequence[str]) -> None:
+    try:
+        for s in suites:
+            SUITES[s].register(req, table)
+        knowedit.register_locality(req, table)  # predictions are recorded in every report
+    except ValueError as exc:  # a target that tokenises to nothing: name the request
+        raise ValueError(f"{req.ref}: {exc}") from None
+
+
+def _score_requests(
+    model, tok, requests, positions: Sequence[int], suites, pre_predictions, score_kwargs
+) -> list[tuple[list[MetricRow], dict]]:
+    """(metric rows, locality predictions) of each request at `positions`, scored in one table."""
+    table = SpanTable(tok)
+    for pos in positions:
+        _register(requests[pos], table, suites)
+    table.run(model, **score_kwargs)
+    out = []
+    for pos in positions:
+        req = requests[pos]
+        rows = [
+            MetricRow(pos, req.index, req.case_id, metric, float(value), int(n))
+            for s in suites
+            for metric, (value, n) in SUITES[s].compute(req, table, pre_predictions).items()
+        ]
+        out.append((rows, knowedit.predictions(req, table)))
+    return out
+
+
+class _SpanKeys:
+    """The keys a `SpanTable` would hold, without tokenising: counts the distinct scored
+    sequences of all requests when each rank has scored only its shard."""
+
+    def __init__(self) -> None:
+        self.keys: set[tuple[str, str]] = set()
+
+    def add(self, prompt_text: str, target: str) -> tuple[str, str]:
+        key = (prompt_text, target.strip())
+        self.keys.add(key)
+        return key
+
+
+def _count_spans(requests: Sequence[EditRequest], suites: Sequence[str]) -> int:
+    keys = _SpanKeys()
+    for req in requests:
+        for s in suites:
+            SUITES[s].register(req, keys)
+        knowedit.register_locality(req, keys)
+    return len(keys.keys)
 
 
 def _fluency_rows(model, tok, requests, n_tokens, top_k, seed, batch_size) -> list[MetricRow]:

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import torch
 
-from golden_fast.tokens import encode_texts, pad_id
 from golden_fast.models.placement import execution_device
+from golden_fast.tokens import encode_texts, pad_id
 
 __all__ = ["generate_samples", "ngram_entropy", "word_tokenize"]
 

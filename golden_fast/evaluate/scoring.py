@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from golden_fast.models import get_adapter
+from golden_fast.models.placement import execution_device, read_tensor
 from golden_fast.ops.token_logprobs import token_logprobs
 from golden_fast.tokens import TargetSpan, encode_batch, target_span
 
@@ -161,7 +162,10 @@ def score_spans(
 
     adapter = get_adapter(model)
     head = adapter.lm_head()
-    device = head.weight.device
+    device = execution_device(head)
+    # an offloaded head keeps its values outside the module: read them where they live
+    head_weight = read_tensor(model, head, "weight").to(device)
+    head_bias = None if getattr(head, "bias", None) is None else read_tensor(model, head, "bias").to(device)
     results: list[TargetScore | None] = [None] * len(uspans)
     for group in _batches(order, lengths, batch_size, max_tokens):
         if route == "per-record":  # no padding at all: the plain forward of one sequence
@@ -187,9 +191,9 @@ def score_spans(
             kwargs = {} if backend is None else {"backend": backend}
             logprob, argmax = token_logprobs(
                 h,
-                head.weight,
+                head_weight,
                 tgt,
-                bias=getattr(head, "bias", None),
+                bias=head_bias,
                 softcap=adapter.logit_softcap,
                 chunk_size=chunk_size,
                 **kwargs,

@@ -12,6 +12,13 @@ call with other settings refuses the directory rather than mixing results.
 
 Locality is measured against the unedited model's predictions, computed once per call (a batched
 pass over the proxy requests, seconds).
+
+Under torchrun the pairs still to do are split across ranks (`distributed.shard` over the list of
+missing pairs, in request-then-layer order). Each rank appends to its own part file,
+DIR/pairs.rank<r>-of-<w>.jsonl, so no two processes append to one file; reading merges
+pairs.jsonl with every part file (a pair is kept once), so a rerun with any number of processes
+skips every pair any rank finished. At the end, rank 0 folds the part files into pairs.jsonl
+(written whole, then the parts removed), and every rank returns the same result.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +36,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from golden_fast.fileio import append_jsonl, atomic_write_json, check_meta, read_jsonl
+from golden_fast import distributed
+from golden_fast.fileio import append_jsonl, atomic_write, atomic_write_json, check_meta, read_jsonl
 from golden_fast.models import get_adapter
 
 __all__ = ["BruteForceResult", "brute_force", "request_key"]
 
 _PAIRS = "pairs.jsonl"
+_PARTS = "pairs.rank*-of-*.jsonl"  # one per rank of a data-parallel run
 _PRE = "pre_seconds.json"
 
 
@@ -123,9 +132,47 @@ def _stats_fingerprint(stats: Any, hp: Any) -> str:
     return "identity" if source is None else f"given {type(stats).__name__}"
 
 
+def _part_path(out: Path, rank: int, world: int) -> Path:
+    return out / f"pairs.rank{rank}-of-{world}.jsonl"
+
+
 def _read_pairs(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """The pairs of `path` and of the part files beside it (a pair found twice is kept once)."""
     # a torn last line (an interrupted write) is cut off, and that pair runs again
-    return {(row["key"], int(row["layer"])): row for row in read_jsonl(path)}
+    done = {(row["key"], int(row["layer"])): row for row in read_jsonl(path)}
+    for part in sorted(path.parent.glob(_PARTS)):
+        for row in read_jsonl(part):
+            done.setdefault((row["key"], int(row["layer"])), row)
+    return done
+
+
+def _merge_parts(path: Path) -> None:
+    """Fold the part files into `path`: the merged file replaces it whole, then the parts go (a
+    crash in between leaves pairs in both, which reading keeps once)."""
+    parts = sorted(path.parent.glob(_PARTS))
+    if not parts:
+        return
+    rows = _read_pairs(path).values()
+    atomic_write(path, "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows), fsync=True)
+    for part in parts:
+        part.unlink()
+
+
+def _open_results(out: Path, meta: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    check_meta(out, meta, "brute-force search")
+    return _read_pairs(out / _PAIRS)
+
+
+def _pre_seconds(out: Path | None, measured: float, evaluated: bool) -> float:
+    """The pre-edit evaluation time, counted once per directory so a resumed run reports the same total."""
+    if out is None:
+        return measured
+    pre_path = out / _PRE
+    if pre_path.exists():
+        return float(json.loads(pre_path.read_text())["seconds"])
+    if evaluated:
+        atomic_write_json(pre_path, {"seconds": measured})
+    return measured
 
 
 def brute_force(
@@ -138,6 +185,7 @@ def brute_force(
     out: str | os.PathLike | None = None,
     suites: Sequence[str] = ("knowedit",),
     progress: bool = True,
+    data_parallel: bool = True,
 ) -> BruteForceResult:
     """Edit each request alone at each candidate layer, evaluate, revert; M[request, layer, metric].
 
@@ -148,11 +196,13 @@ def brute_force(
             in one pass).
         out: directory for the resumable results (None: nothing saved).
         suites: evaluation suites (`golden_fast.evaluate`); metrics are whatever they report.
+        data_parallel: under torchrun, split the pairs across ranks (every rank must call).
     """
     from golden_fast.data import EditRequest
     from golden_fast.edit import Editor
     from golden_fast.edit.moments import Moments
     from golden_fast.evaluate import evaluate
+    from golden_fast.evaluate.api import on_first_rank, shard_map
     from golden_fast.models.identity import model_identity
 
     adapter = get_adapter(model)
@@ -188,62 +238,56 @@ def brute_force(
         "stats": _stats_fingerprint(stats, first.hparams),
         "suites": list(suites),
     }
+    split = data_parallel and distributed.active()
     done: dict[tuple[str, int], dict[str, Any]] = {}
     pairs_path = None
     if out is not None:
         out = Path(out)
-        check_meta(out, meta, "brute-force search")
-        pairs_path = out / _PAIRS
-        done = _read_pairs(pairs_path)
+        pairs_path = _part_path(out, distributed.rank(), distributed.world_size()) if split else out / _PAIRS
+        # rank 0 alone reads (and may repair) the files, so every rank starts from the same pairs
+        done = on_first_rank(lambda: _open_results(out, meta), split)
 
     todo = [(i, layer) for i in range(len(requests)) for layer in layers if (keys[i], layer) not in done]
     t0 = time.perf_counter()
-    pre = evaluate(model, tok, requests, suites=suites) if todo else None
-    pre_seconds = time.perf_counter() - t0
-    if out is not None:  # counted once per directory, so a resumed run reports the same total
-        pre_path = out / _PRE
-        if pre_path.exists():
-            pre_seconds = float(json.loads(pre_path.read_text())["seconds"])
-        elif pre is not None:
-            atomic_write_json(pre_path, {"seconds": pre_seconds})
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
+    pre = evaluate(model, tok, requests, suites=suites, data_parallel=data_parallel) if todo else None
+    measured = time.perf_counter() - t0
+    pre_seconds = on_first_rank(lambda: _pre_seconds(out, measured, pre is not None), split)
 
-        bar = tqdm(total=len(todo), desc=f"brute force ({first.method})", unit="edit")
     editors: dict[int, Any] = {}
-    try:
-        for i, layer in todo:
-            req = requests[i]
-            ed = editors.get(layer)
-            if ed is None:
-                ed = editors[layer] = Editor(
-                    model, tok, method, layers=[layer], hparams=hparams, stats=moments, progress=False
-                )
-            t1 = time.perf_counter()
-            res = ed.edit([req])
-            try:
-                post = evaluate(model, tok, [req], pre=pre, suites=suites)
-            finally:
-                res.revert()
-            row = {
-                "key": keys[i],
-                "layer": layer,
-                "ref": req.ref,
-                "metrics": post.by_request().get(0, {}),
-                "seconds": time.perf_counter() - t1,
-                "update_norm": res.traces[0].update_norm if res.traces else None,
-                "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", [])}),
-            }
-            done[(keys[i], layer)] = row
-            if pairs_path is not None:
-                append_jsonl(pairs_path, row)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(f"{req.ref} @ {layer}")
-    finally:
-        if bar is not None:
-            bar.close()
+
+    def measure(i: int, layer: int) -> dict[str, Any]:
+        req = requests[i]
+        ed = editors.get(layer)
+        if ed is None:
+            # split: each rank edits its own pairs, so the edit is not one shared by the ranks
+            ed = editors[layer] = Editor(
+                model, tok, method, layers=[layer], hparams=hparams, stats=moments, progress=False, rank_local=split
+            )
+        t1 = time.perf_counter()
+        res = ed.edit([req])
+        try:
+            # this rank's own pair: its single request is not split again
+            post = evaluate(model, tok, [req], pre=pre, suites=suites, data_parallel=False)
+        finally:
+            res.revert()
+        return {
+            "key": keys[i],
+            "layer": layer,
+            "ref": req.ref,
+            "metrics": post.by_request().get(0, {}),
+            "seconds": time.perf_counter() - t1,
+            "update_norm": res.traces[0].update_norm if res.traces else None,
+            "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", [])}),
+        }
+
+    def run_pairs(indices: list[int]) -> list[dict[str, Any]]:
+        desc = f"brute force ({first.method})"
+        return _run_pairs([todo[k] for k in indices], measure, pairs_path, distributed.progress_enabled(progress), desc)
+
+    for row in shard_map(len(todo), run_pairs, split):
+        done[(row["key"], int(row["layer"]))] = row
+    if out is not None:
+        on_first_rank(lambda: _merge_parts(out / _PAIRS), split)
 
     metrics: list[str] = []
     for i in range(len(requests)):
@@ -265,6 +309,36 @@ def brute_force(
                     M[i, j, k] = float(v)
     settings = meta | {"layers": layers, "n_requests": len(requests)}
     return BruteForceResult(M, layers, metrics, [r.ref for r in requests], keys, seconds, settings, pre_seconds)
+
+
+def _run_pairs(
+    pairs: Sequence[tuple[int, int]],
+    measure: Callable[[int, int], dict[str, Any]],
+    pairs_path: Path | None,
+    progress: bool,
+    desc: str,
+) -> list[dict[str, Any]]:
+    """The row of each (request index, layer) of `pairs`, each appended to `pairs_path` (when given)
+    as soon as it is measured: the unit a resumed run skips."""
+    bar = None
+    if progress and pairs:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pairs), desc=desc, unit="edit")
+    rows = []
+    try:
+        for i, layer in pairs:
+            row = measure(i, layer)
+            rows.append(row)
+            if pairs_path is not None:
+                append_jsonl(pairs_path, row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{row['ref']} @ {layer}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return rows
 
 
 def brute_scores(result: BruteForceResult, top_k: int = 1, n_boot: int = 2000, seed: int = 0):

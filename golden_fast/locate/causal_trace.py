@@ -21,6 +21,11 @@ Noise: the same `samples` noise draws (seeded) for every restoration of a reques
 The std is taken over the embedding outputs of the subjects in `noise_subjects` (ROME: the
 known_1000 subjects; special tokens such as BOS excluded, ours), default: known_1000 when the file
 is found (`default_noise_subjects`), else the proxy requests' own subjects.
+
+Under torchrun the requests are split across ranks and the per-request traces gathered back in
+input order. sigma is measured over the same subjects on every rank (all proxy requests' when
+those are the reference, not the rank's shard) and taken from rank 0, and the noise is seeded per
+request, so every rank returns one process's result.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from golden_fast import distributed
 from golden_fast.hooks import capture, edit_module_output, layers_from, patch
 from golden_fast.models import get_adapter
 from golden_fast.tokens import fill, subject_last_token, target_span
@@ -360,6 +366,16 @@ def _sigma(model, tok, requests, config: CMAConfig, noise_subjects) -> tuple[flo
     return config.noise * noise_std(model, tok, subjects), source
 
 
+def _trace_many(model, tok, requests, layers, config: CMAConfig, sigma: float, progress: bool) -> list[TraceResult]:
+    """The trace of each request, in order (a skipped one stops after its clean pass)."""
+    it = requests
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(requests, desc=f"CMA ({config.kind})", unit="fact")
+    return [_trace_one(model, tok, req, layers, None, config, sigma, skip_wrong=config.skip_wrong) for req in it]
+
+
 def causal_trace(
     model: nn.Module,
     tok: Any,
@@ -368,9 +384,13 @@ def causal_trace(
     config: CMAConfig | None = None,
     noise_subjects: Sequence[str] | None = None,
     progress: bool = False,
+    data_parallel: bool = True,
 ):
     """Average indirect effect per layer at the subject's last token; returns `LayerScores`
-    (skipped requests and per-request curves in `.extra`)."""
+    (skipped requests and per-request curves in `.extra`).
+
+    data_parallel: under torchrun, split the requests across ranks (every rank must call)."""
+    from golden_fast.evaluate.api import shard_map
     from golden_fast.locate.scores import LayerScores
 
     config = config or CMAConfig()
@@ -386,14 +406,16 @@ def causal_trace(
     model.eval()
     try:
         sigma, source = _sigma(model, tok, requests, config, noise_subjects)
-        it = requests
-        if progress:
-            from tqdm.auto import tqdm
-
-            it = tqdm(requests, desc=f"CMA ({config.kind})", unit="fact")
+        if data_parallel:  # the same noise scale everywhere, whatever each device's rounding
+            sigma = distributed.broadcast_object(sigma)
+        show = distributed.progress_enabled(progress)
+        all_traces = shard_map(
+            len(requests),
+            lambda idx: _trace_many(model, tok, [requests[i] for i in idx], layers, config, sigma, show),
+            data_parallel,
+        )
         traces, skipped = [], []
-        for req in it:
-            tr = _trace_one(model, tok, req, layers, None, config, sigma, skip_wrong=config.skip_wrong)
+        for req, tr in zip(requests, all_traces):
             if config.skip_wrong and not tr.correct:
                 skipped.append({"ref": req.ref, "answer": tr.answer, "p_clean": tr.high})
                 continue
