@@ -33,6 +33,10 @@ def _layers(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"bad layers {text!r}: comma-separated integers, e.g. 4,5,6,7,8") from None
 
 
+def _mib(value: float | None) -> int | None:
+    return None if value is None else int(value * 2**20)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plan", help="memory per stage and dtype, and whether it fits a device budget (no weights read)",
@@ -68,6 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--emmet-layers", type=_layers, default=None, help="EMMET layers (the preset's)")
     g.add_argument("--emmet-templates", type=_templates, default=None, help="EMMET context templates (the preset's)")
     g.add_argument("--z-group", type=int, default=16, help="facts per z-optimisation group (16)")
+    g.add_argument("--runtime-mib", type=float, default=None,
+                   help="the process's runtime: Python, torch, transformers, golden-fast (default 465 MiB, "
+                        "measured on CPU; a CUDA process holds more)")
+    g.add_argument("--tokenizer-mib", type=float, default=None,
+                   help="the loaded tokenizer (default: measured when tokenizer files sit beside the config, "
+                        "else not counted)")
     p.add_argument("--no-terms", action="store_true", help="leave out the per-term breakdown")
     p.add_argument("--json", action="store_true", help="print JSON (every term, placement and device_map)")
     p.set_defaults(func=_run)
@@ -83,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         templates=args.templates, mom2_adjustment=False if args.no_mom2 else None,
         emmet_facts=args.emmet_facts, emmet_layers=args.emmet_layers,
         emmet_templates=args.emmet_templates, z_group=args.z_group,
+        runtime_bytes=_mib(args.runtime_mib), tokenizer_bytes=_mib(args.tokenizer_mib),
     )
     stages = STAGES if not args.stages else tuple(s.strip() for s in args.stages.split(",") if s.strip())
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]

@@ -11,18 +11,22 @@ each dtype, and whether (and how) it fits a device budget.
 The model is built from its config on the meta device (golden_fast/plan/model.py: names, zoo models,
 shipped presets under golden_fast/presets/configs, any config.json); each stage's working memory
 comes from the formulas in golden_fast/plan/memory.py (stated in its docstring, with their
-assumptions); weights are placed by accelerate's `infer_auto_device_map` under each budget
-(golden_fast/plan/devices.py).
+assumptions); the process's own memory (runtime, tokenizer) from golden_fast/plan/process.py, so
+a stage's total on CPU forecasts the resident peak of a process that runs it; weights are placed by
+accelerate's `infer_auto_device_map` under each budget (golden_fast/plan/devices.py).
 """
 
 from .devices import Budget, Placement, format_bytes, parse_budget, parse_devices, parse_size
 from .memory import STAGES, Assumptions, StageMemory, stage_memory
 from .model import Arch, architecture, build_meta_model, preset_config_names, resolve_config
 from .planner import DTYPES, Plan, StagePlan, default_devices, plan_model
+from .process import RUNTIME_BYTES, STAGE_RUNTIME_BYTES, tokenizer_bytes
 
 __all__ = [
     "DTYPES",
+    "RUNTIME_BYTES",
     "STAGES",
+    "STAGE_RUNTIME_BYTES",
     "Arch",
     "Assumptions",
     "Budget",
@@ -41,4 +45,5 @@ __all__ = [
     "preset_config_names",
     "resolve_config",
     "stage_memory",
+    "tokenizer_bytes",
 ]

@@ -87,15 +87,22 @@ emmet     a batch of N facts over E layers l_1..l_E, z optimised at l_E in group
 Everything but "host" sits on the device that computes (the GPU, or the CPU when planning for RAM
 only); host memory is CPU RAM in every case.
 
-What the figures are: bytes of tensors (and of the kernels' workspaces) at the stage's peak, what
-torch's allocator holds: on a GPU, torch.cuda.max_memory_allocated. Measured on this project's CPU
-(bench/plan_vs_measured.py, SmolLM2-135M and Gemma-3-270M, float32, with the sizes of the run), torch's
-CPU allocator peaked at 0.92-1.10x these figures for LGA, statistics, R-ROME and EMMET. A process's
-resident peak is higher: the C library's heap (glibc keeps freed blocks and fragments) and native
-non-tensor memory add 20-35 MB per stage with MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=65536
-MALLOC_TRIM_THRESHOLD_=0, and 30-150 MB, varying from run to run, with glibc's defaults; no term here
-models that, nor the tokenizer (about 55 MB for SmolLM2's, 430 MB for Gemma-3's) that load_model
-loads with the weights. bench/results/plan/<model>.jsonl holds the numbers.
+What the figures are: the terms above are bytes of tensors (and of the kernels' workspaces) at the
+stage's peak, what torch's allocator holds: on a GPU, torch.cuda.max_memory_allocated; on this
+project's CPU torch's allocator peaked at 0.92-1.10x them (SmolLM2-135M, Gemma-3-270M, float32).
+Every stage also carries the process's own memory, in CPU RAM (golden_fast/plan/process.py): the
+runtime (Python, torch, transformers, golden-fast and the modeling code: 465 MiB, measured on CPU
+with tiny models, any model alike), a stage's first-run code (16-32 MiB) and the tokenizer (measured
+from its files when they sit beside the config). A stage's total on CPU is then a forecast of the
+resident peak (VmHWM) of a fresh process that loads the model and runs that stage:
+bench/plan_vs_measured.py measures it, bench/results/plan/<model>.jsonl holds the numbers
+(measured / planned 0.996-1.075 for every stage of SmolLM2-135M and Gemma-3-270M, float32). No term
+models the C library's heap: with glibc's default dynamic mmap threshold, freed tensors under 32 MiB
+stay in a heap that fragments, so a stage's growth of the resident set exceeds its terms by 18-49%
+(statistics and R-ROME the most). The totals absorb it at these sizes, where runtime and weights
+dominate; at large sizes the working terms dominate and they would not. A fixed threshold
+(MALLOC_MMAP_THRESHOLD_=65536, or mallopt at start) brings the growth to 0.85-1.20x the terms and
+the totals to 0.97-1.02x.
 """
 
 from __future__ import annotations
@@ -104,6 +111,7 @@ import dataclasses
 from typing import Any
 
 from .model import Arch
+from .process import RUNTIME_BYTES, STAGE_RUNTIME_BYTES
 
 __all__ = ["Assumptions", "StageMemory", "STAGES", "stage_memory"]
 
@@ -158,6 +166,10 @@ class Assumptions:
         emmet_layers: EMMET's layers.
         emmet_templates: EMMET's context templates.
         z_group: facts per z-optimisation group (optimise_targets' group_size).
+        runtime_bytes: the process's runtime (Python, torch, transformers, golden-fast, the modeling
+            code); None: RUNTIME_BYTES, measured on CPU (golden_fast/plan/process.py).
+        tokenizer_bytes: what the loaded tokenizer keeps resident; None: measured by `plan_model`
+            when tokenizer files sit beside the config, else not counted (0).
     """
 
     prompt_tokens: int = 12
@@ -176,6 +188,8 @@ class Assumptions:
     emmet_layers: tuple[int, ...] | None = None
     emmet_templates: tuple[tuple[int, int], ...] | None = None
     z_group: int = 16
+    runtime_bytes: int | None = None
+    tokenizer_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("prompt_tokens", "answer_tokens", "after_subject", "emmet_facts", "z_group"):
@@ -190,6 +204,10 @@ class Assumptions:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"Assumptions.{name} must be a positive int or None, got {v!r}")
+        for name in ("runtime_bytes", "tokenizer_bytes"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ValueError(f"Assumptions.{name} must be a non-negative int or None, got {v!r}")
         if self.stats_dtype not in (None, "float32", "float64"):
             raise ValueError(f"Assumptions.stats_dtype must be float32 or float64, got {self.stats_dtype!r}")
         for name in ("templates", "emmet_templates"):
@@ -251,10 +269,15 @@ class StageMemory:
     host: dict[str, int]
     device_bytes: int
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    process: dict[str, int] = dataclasses.field(default_factory=dict)  # runtime, tokenizer: CPU RAM
 
     @property
     def host_bytes(self) -> int:
         return sum(self.host.values())
+
+    @property
+    def process_bytes(self) -> int:
+        return sum(self.process.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -262,6 +285,8 @@ class StageMemory:
             "host_terms": dict(self.host),
             "work_device_bytes": int(self.device_bytes),
             "work_host_bytes": int(self.host_bytes),
+            "process_terms": dict(self.process),
+            "process_bytes": int(self.process_bytes),
             "sizes": dict(self.notes),
         }
 
@@ -391,10 +416,20 @@ def _emmet(a: Arch, s: Assumptions, e: int) -> StageMemory:
 
 
 def stage_memory(stage: str, arch: Arch, assumptions: Assumptions, dtype_bytes: int) -> StageMemory:
-    """Working memory of `stage` (one of STAGES) beyond the weights; `assumptions` resolved."""
+    """Working memory of `stage` (one of STAGES) beyond the weights, and the process's own memory;
+    `assumptions` resolved."""
     if stage == "load":
-        return StageMemory("load", {}, {}, 0)
-    fn = {"lga": _lga, "stats": _stats, "r-rome": _rrome, "emmet": _emmet}.get(stage)
-    if fn is None:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    return fn(arch, assumptions, dtype_bytes)
+        mem = StageMemory("load", {}, {}, 0)
+    else:
+        fn = {"lga": _lga, "stats": _stats, "r-rome": _rrome, "emmet": _emmet}.get(stage)
+        if fn is None:
+            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        mem = fn(arch, assumptions, dtype_bytes)
+    mem.process = process_terms(stage, assumptions)
+    return mem
+
+
+def process_terms(stage: str, s: Assumptions) -> dict[str, int]:
+    """The runtime, the stage's first-run code and the tokenizer (golden_fast/plan/process.py)."""
+    runtime = RUNTIME_BYTES if s.runtime_bytes is None else s.runtime_bytes
+    return {"runtime": runtime, "stage_code": STAGE_RUNTIME_BYTES[stage], "tokenizer": s.tokenizer_bytes or 0}

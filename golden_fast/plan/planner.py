@@ -11,6 +11,7 @@ import torch
 from .devices import Budget, Placement, format_bytes, parse_devices, place
 from .memory import STAGE_TITLES, STAGES, Assumptions, StageMemory, stage_memory
 from .model import Arch, architecture, build_meta_model, resolve_config, text_config
+from .process import find_tokenizer, tokenizer_bytes
 
 __all__ = ["DTYPES", "Plan", "StagePlan", "default_devices", "plan_model"]
 
@@ -40,8 +41,10 @@ class StagePlan:
 
     @property
     def total_bytes(self) -> int:
-        """Everything on one machine: weights, buffers, working memory (device and host)."""
-        return self.weights_bytes + self.buffers_bytes + self.memory.device_bytes + self.memory.host_bytes
+        """Everything on one machine: weights, buffers, working memory (device and host), the process's
+        runtime and tokenizer; on CPU, the resident peak of a process running the stage."""
+        m = self.memory
+        return self.weights_bytes + self.buffers_bytes + m.device_bytes + m.host_bytes + m.process_bytes
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +67,7 @@ class Plan:
     assumptions: Assumptions
     budgets: list[Budget]
     stages: list[StagePlan]
+    tokenizer: str = "not counted"  # where the tokenizer term comes from
 
     def stage(self, stage: str, dtype: str = "float32") -> StagePlan:
         for s in self.stages:
@@ -78,6 +82,7 @@ class Plan:
             "architecture": self.arch.to_dict(),
             "parameters": self.arch.n_params,
             "assumptions": self.assumptions.to_dict(),
+            "tokenizer": self.tokenizer,
             "budgets": [b.spec for b in self.budgets],
             "units": "bytes; budgets: GB = 10^9, GiB = 2^30",
             "stages": [s.to_dict() for s in self.stages],
@@ -127,6 +132,7 @@ def plan_model(
         raise ValueError("dtypes: give at least one, e.g. float32")
     arch = architecture(name, config, meta.get("float32") or build_meta_model(config, torch.float32))
     asm = (assumptions or Assumptions()).resolve(arch, preset or name)
+    asm, tok_note = _with_tokenizer(asm, source)
 
     from accelerate.utils import compute_module_sizes
 
@@ -140,10 +146,21 @@ def plan_model(
             mem = stage_memory(stage, arch, asm, e)
             sizes = compute_module_sizes(model_meta, dtype=dt)
             placements = [
-                place(model_meta, b, dt, mem.device_bytes, mem.host_bytes, arch.no_split, sizes) for b in budgets
+                place(model_meta, b, dt, mem.device_bytes, mem.host_bytes + mem.process_bytes, arch.no_split, sizes)
+                for b in budgets
             ]
             out.append(StagePlan(stage, dt_name, int(weights), int(buffers), mem, placements))
-    return Plan(name, source, arch, asm, budgets, out)
+    return Plan(name, source, arch, asm, budgets, out, tok_note)
+
+
+def _with_tokenizer(asm: Assumptions, source: str) -> tuple[Assumptions, str]:
+    """The tokenizer's bytes: given, else measured from tokenizer files beside the config."""
+    if asm.tokenizer_bytes is not None:
+        return asm, "given"
+    measured = tokenizer_bytes(source)
+    if measured is None:
+        return asm, "not counted (no tokenizer files beside the config; --tokenizer-mib)"
+    return dataclasses.replace(asm, tokenizer_bytes=measured), f"measured from {find_tokenizer(source)}"
 
 
 # ---- text ---------------------------------------------------------------------------------------
@@ -195,15 +212,18 @@ def format_plan(p: Plan, terms: bool = True) -> str:
         f"heads {s.n_heads} / {s.n_kv_heads} KV x {s.head_dim}",
         f"parameters: {s.n_params:,} ({tied}); config: {p.source}",
         *_sizes_line(p),
-        "units: GB = 10^9 bytes; working = beyond the weights on the computing device; host = CPU RAM",
+        "units: GB = 10^9 bytes; working = beyond the weights on the computing device; host = CPU RAM;",
+        "process = runtime (Python, torch, transformers, measured on CPU) and tokenizer, in CPU RAM; "
+        f"tokenizer {p.tokenizer}",
         "",
     ]
-    head = ["stage", "dtype", "weights", "working", "host", "total"] + [b.spec for b in p.budgets]
+    head = ["stage", "dtype", "weights", "working", "host", "process", "total"] + [b.spec for b in p.budgets]
     rows = []
     for sp in p.stages:
         rows.append([
             STAGE_TITLES[sp.stage], sp.dtype, format_bytes(sp.weights_bytes + sp.buffers_bytes),
-            format_bytes(sp.memory.device_bytes), format_bytes(sp.memory.host_bytes), format_bytes(sp.total_bytes),
+            format_bytes(sp.memory.device_bytes), format_bytes(sp.memory.host_bytes),
+            format_bytes(sp.memory.process_bytes), format_bytes(sp.total_bytes),
             *[_verdict(pl) for pl in sp.placements],
         ])
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
@@ -212,6 +232,11 @@ def format_plan(p: Plan, terms: bool = True) -> str:
     if terms:
         lines += ["", "working-memory terms (golden_fast/plan/memory.py):"]
         dts = list(dict.fromkeys(sp.dtype for sp in p.stages))
+        first = p.stages[0].memory.process
+        code = {sp.stage: sp.memory.process["stage_code"] for sp in p.stages}
+        lines.append(f"  process: runtime {format_bytes(first['runtime'])}; "
+                     f"tokenizer {format_bytes(first['tokenizer'])}; "
+                     "a stage's first-run code " + ", ".join(f"{k} {format_bytes(v)}" for k, v in code.items()))
         for stage in dict.fromkeys(sp.stage for sp in p.stages):
             if stage == "load":
                 continue

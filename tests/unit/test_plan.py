@@ -197,7 +197,8 @@ def test_fits(llama7b):
         pl = _placement(llama7b, stage, "1x80GB")
         assert pl.verdict == "fits" and set(pl.per_device) == {"0"}
     sp = llama7b.stage("lga", "bfloat16")
-    assert sp.total_bytes == sp.weights_bytes + sp.buffers_bytes + sp.memory.device_bytes + sp.memory.host_bytes
+    m = sp.memory
+    assert sp.total_bytes == sp.weights_bytes + sp.buffers_bytes + m.device_bytes + m.host_bytes + m.process_bytes
 
 
 def test_small_budget_offloads_layers(llama7b):
