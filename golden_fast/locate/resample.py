@@ -15,6 +15,12 @@ Locators (`Locator`: (pool, rows, seed) -> Pick):
   look-up scorer; LGA's shortlist from per-fact LGA scores of the pool (their mean over the sampled
   facts, Tukey filter, top c) or a fixed shortlist; cost = distinct pairs looked up.
 - `lga_only(lga)`: LGA's own choice from the same per-fact scores; cost 0 edits.
+- `cma_only(per_fact)`: causal tracing's choice, the argmax of the mean per-fact indirect effect
+  (`cma_matrix`) over the sampled facts; cost 0 edits.
+
+A pool may come from several results files (`Pool.from_pairs([...])`, merged by fact key). `add_costs`
+prices each row in seconds (edits x seconds per edit + set size x a locator's seconds per fact) and
+as a ratio to a reference brute force; `cost_table` prints the rows as Markdown.
 
 The band is judged on the same pool the proxy sets come from (in-sample): a draw of 100 from a pool
 of 100 is the pool itself.
@@ -23,6 +29,7 @@ of 100 is the pool itself.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +44,10 @@ __all__ = [
     "Pick",
     "Pool",
     "ResampleReport",
+    "add_costs",
+    "cma_matrix",
+    "cma_only",
+    "cost_table",
     "hybrid_lookup",
     "lga_matrix",
     "lga_only",
@@ -49,6 +60,34 @@ SIZES = (5, 10, 20, 50, 100)
 
 
 # ---- the ground truth --------------------------------------------------------------------------
+
+
+def _pairs_file(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    return p / "pairs.jsonl" if p.is_dir() else p
+
+
+def _read_pairs(path: str | os.PathLike) -> dict[str, dict[int, dict[str, float]]]:
+    """key -> layer -> metrics (None values left out) of one brute-force results file."""
+    p = _pairs_file(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such results file")
+    # only read, never repaired: the file may belong to a run still appending to it, whose torn last
+    # line (a row being written) is left out here
+    text = p.read_text(encoding="utf-8")
+    text = text[: text.rfind("\n") + 1]
+    rows: dict[str, dict[int, dict[str, float]]] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}:{lineno}: not JSON ({exc})") from None
+        rows.setdefault(str(row["key"]), {})[int(row["layer"])] = {
+            k: v for k, v in (row.get("metrics") or {}).items() if v is not None
+        }
+    return rows
 
 
 @dataclasses.dataclass
@@ -82,28 +121,43 @@ class Pool:
         return cls(values, list(result.layers), keys, metric, [k for k, h in zip(result.keys, have) if not h])
 
     @classmethod
-    def from_pairs(cls, path: str | os.PathLike, metric: str = "overall", layers: Sequence[int] | None = None) -> Pool:
-        """From a brute-force results file (DIR/pairs.jsonl or DIR): one JSON line per (fact, layer)
-        with "key", "layer" and "metrics". Facts missing any of `layers` (default: every layer
-        found) are left out and listed in `dropped` (a grid still being computed); facts in order of
-        first appearance. Read only."""
-        from golden_fast.fileio import read_jsonl
-
-        p = Path(path)
-        if p.is_dir():
-            p = p / "pairs.jsonl"
+    def from_pairs(
+        cls,
+        path: str | os.PathLike | Sequence[str | os.PathLike],
+        metric: str = "overall",
+        layers: Sequence[int] | None = None,
+    ) -> Pool:
+        """From one or several brute-force results files (DIR/pairs.jsonl or DIR): one JSON line per
+        (fact, layer) with "key", "layer" and "metrics". Several files are merged by key (a key in two
+        files is an error unless its rows are identical there). Facts missing any of `layers`
+        (default: every layer found) are left out and listed in `dropped` (a grid still being
+        computed); facts in order of first appearance, file by file. Read only."""
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        if not paths:
+            raise ValueError("Pool.from_pairs: no file")
         rows: dict[str, dict[int, dict[str, float]]] = {}
-        for row in read_jsonl(p):
-            rows.setdefault(str(row["key"]), {})[int(row["layer"])] = {
-                k: v for k, v in (row.get("metrics") or {}).items() if v is not None
-            }
+        for p in paths:
+            for key, got in _read_pairs(p).items():
+                if key in rows and rows[key] != got:
+                    raise ValueError(f"{_pairs_file(p)}: fact {key} is also in an earlier file, with other rows")
+                rows.setdefault(key, got)
         if not rows:
-            raise ValueError(f"{p}: no pair")
+            raise ValueError(f"{[str(p) for p in paths]}: no pair")
+        return cls._from_rows(rows, metric, layers, paths)
+
+    @classmethod
+    def _from_rows(
+        cls,
+        rows: Mapping[str, Mapping[int, Mapping[str, float]]],
+        metric: str,
+        layers: Sequence[int] | None,
+        source: Any,
+    ) -> Pool:
         all_layers = sorted({layer for d in rows.values() for layer in d})
         want = all_layers if layers is None else [int(x) for x in layers]
         complete = [k for k, d in rows.items() if all(layer in d for layer in want)]
         if not complete:
-            raise ValueError(f"{p}: no fact has every layer of {want}")
+            raise ValueError(f"{source}: no fact has every layer of {want}")
         metrics: list[str] = []
         for k in complete:
             for layer in want:
@@ -119,6 +173,15 @@ class Pool:
         keys = [k for k, h in zip(complete, have) if h]
         dropped = [k for k in rows if k not in complete] + [k for k, h in zip(complete, have) if not h]
         return cls(values, want, keys, metric, dropped)
+
+    def subset(self, keys: Sequence[str]) -> Pool:
+        """The pool restricted to `keys` (in that order); an error names a key the pool lacks."""
+        pos = {k: i for i, k in enumerate(self.keys)}
+        missing = [k for k in keys if k not in pos]
+        if missing:
+            raise KeyError(f"Pool.subset: {len(missing)} key(s) not in the pool, e.g. {missing[:3]}")
+        rows = [pos[k] for k in keys]
+        return Pool(self.values[rows], list(self.layers), list(keys), self.metric, list(self.dropped))
 
     def band(self, **kwargs: Any) -> GoldenBand:
         """`golden_band` of the whole pool (kwargs: n_boot, seed, confidence)."""
@@ -171,8 +234,9 @@ def lga_per_fact(ab: np.ndarray, aa: np.ndarray, bb: np.ndarray, variant: str = 
 
 def lga_matrix(scores: Any, pool: Pool, variant: str | None = None) -> np.ndarray:
     """Per-fact LGA scores (pool.n, pool layers) from an LGA `LayerScores` (or its JSON file) run on
-    the pool's facts: rows matched by key ("case:<case_id>"), columns by layer. An error names any
-    pool fact or layer LGA did not score."""
+    the pool's facts: rows matched by key (extra["keys"] when recorded, brute force's `request_key`;
+    else "case:<case_id>"), columns by layer. An error names any pool fact or layer LGA did not
+    score."""
     from golden_fast.locate.scores import LayerScores
 
     if not isinstance(scores, LayerScores):
@@ -182,7 +246,7 @@ def lga_matrix(scores: Any, pool: Pool, variant: str | None = None) -> np.ndarra
     if not ps or not reqs:
         raise ValueError("lga_matrix: the LGA scores carry no per-sample products (extra['per_sample'])")
     per = lga_per_fact(ps["ab"], ps["aa"], ps["bb"], variant or scores.variant)
-    row = {f"case:{r['case_id']}": i for i, r in enumerate(reqs) if r.get("case_id") is not None}
+    row = _score_rows(scores.extra)
     missing = [k for k in pool.keys if k not in row]
     if missing:
         raise ValueError(f"lga_matrix: LGA did not score {len(missing)} pool fact(s), e.g. {missing[:3]}")
@@ -191,6 +255,42 @@ def lga_matrix(scores: Any, pool: Pool, variant: str | None = None) -> np.ndarra
         raise ValueError(f"lga_matrix: LGA did not score layer(s) {gone}")
     cols = [scores.layers.index(layer) for layer in pool.layers]
     return per[np.ix_([row[k] for k in pool.keys], cols)]
+
+
+def _score_rows(extra: Mapping[str, Any]) -> dict[str, int]:
+    """Fact key -> row of a locating run's per-request arrays: extra["keys"] when the run recorded
+    them (any key, "sha:..." included), else "case:<case_id>" of extra["requests"]."""
+    if extra.get("keys") is not None:
+        return {str(k): i for i, k in enumerate(extra["keys"])}
+    reqs = extra.get("requests") or []
+    return {f"case:{r['case_id']}": i for i, r in enumerate(reqs) if r.get("case_id") is not None}
+
+
+# ---- causal tracing's per-fact scores ------------------------------------------------------------
+
+
+def cma_matrix(scores: Any, pool: Pool) -> np.ndarray:
+    """Per-fact indirect effects IE_i(l) = P_restored - P_corrupted (pool.n, pool layers) from a CMA
+    `LayerScores` (or its JSON file): rows matched by extra["keys"], columns by layer. Pool facts
+    the run did not trace (or skipped) are NaN rows."""
+    from golden_fast.locate.scores import LayerScores
+
+    if not isinstance(scores, LayerScores):
+        scores = LayerScores.from_json(scores)
+    ex = scores.extra
+    if ex.get("keys") is None or ex.get("p_restored") is None or ex.get("p_corrupted") is None:
+        raise ValueError("cma_matrix: the CMA scores carry no per-fact curves with keys (extra['keys'], 'p_restored')")
+    ie = np.asarray(ex["p_restored"], dtype=np.float64) - np.asarray(ex["p_corrupted"], dtype=np.float64)[:, None]
+    gone = [layer for layer in pool.layers if layer not in scores.layers]
+    if gone:
+        raise ValueError(f"cma_matrix: CMA did not trace layer(s) {gone}")
+    cols = [scores.layers.index(layer) for layer in pool.layers]
+    row = _score_rows(ex)
+    out = np.full(pool.values.shape, np.nan)
+    for i, k in enumerate(pool.keys):
+        if k in row:
+            out[i] = ie[row[k], cols]
+    return out
 
 
 # ---- locators ----------------------------------------------------------------------------------
@@ -281,6 +381,23 @@ def hybrid_lookup(
             scorer.n_edits,
             {"shortlist": short, "rounds": len(hv.rounds), "stopped_early": hv.stopped_early},
         )
+
+    return pick
+
+
+def cma_only(per_fact: np.ndarray) -> Locator:
+    """Causal tracing alone: the argmax of the mean per-fact indirect effect (pool.n, layers) over
+    the sampled facts (ties: the lower layer; no filter, CMA's default); cost 0 edits. Every sampled
+    fact must have a curve (draw from the traced facts only: `Pool.subset`)."""
+
+    def pick(pool: Pool, rows: np.ndarray, seed: int) -> Pick:
+        x = np.asarray(per_fact, dtype=np.float64)
+        if x.shape != pool.values.shape:
+            raise ValueError(f"per-fact CMA scores {x.shape} do not match the pool {pool.values.shape}")
+        sub = x[rows]
+        if np.isnan(sub).any():
+            raise ValueError("cma_only: a sampled fact has no causal trace; draw from the traced facts only")
+        return Pick(pool.layers[int(np.argmax(sub.mean(0)))], 0)
 
     return pick
 
@@ -390,3 +507,55 @@ def resample_locators(
             "sampling": "without replacement, default_rng(seed).choice per (size, draw), same sets for every locator",
         },
     )
+
+
+# ---- costs ----------------------------------------------------------------------------------------
+
+
+def add_costs(
+    rows: Sequence[Mapping[str, Any]],
+    seconds_per_edit: float,
+    seconds_per_fact: Mapping[str, float],
+    reference_edits: int,
+) -> list[dict[str, Any]]:
+    """The report's rows with their cost in seconds and as a ratio to a reference brute force.
+
+    A draw's seconds = its edits x seconds_per_edit + the set size x seconds_per_fact[locator] (a
+    locator's per-fact pass over the proxy set: LGA, causal tracing; 0 when not named). Added per
+    row: "mean_seconds", "edit_ratio" = mean edits / reference_edits and "seconds_ratio" = mean
+    seconds / (reference_edits x seconds_per_edit)."""
+    if not (seconds_per_edit > 0 and reference_edits > 0):
+        raise ValueError(
+            f"add_costs: seconds_per_edit and reference_edits must be > 0, got "
+            f"{seconds_per_edit!r}, {reference_edits!r}"
+        )
+    ref_seconds = reference_edits * seconds_per_edit
+    out = []
+    for r in rows:
+        per_fact = float(seconds_per_fact.get(r["locator"], 0.0))
+        seconds = [e * seconds_per_edit + r["size"] * per_fact for e in r["edits"]]
+        mean_seconds = float(np.mean(seconds))
+        out.append(
+            dict(r)
+            | {
+                "mean_seconds": mean_seconds,
+                "edit_ratio": r["mean_edits"] / reference_edits,
+                "seconds_ratio": mean_seconds / ref_seconds,
+            }
+        )
+    return out
+
+
+def cost_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: locator, size, in-band rate (hits / draws), mean edits and seconds, and their ratios
+    to the reference brute force (rows from `add_costs`)."""
+    lines = [
+        "| locator | size | in band | mean edits | edits / brute | mean seconds | seconds / brute |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['locator']} | {r['size']} | {r['hit_rate']:.0%} ({r['hits']}/{r['draws']}) | "
+            f"{r['mean_edits']:.1f} | {r['edit_ratio']:.3f} | {r['mean_seconds']:.0f} | {r['seconds_ratio']:.3f} |"
+        )
+    return "\n".join(lines)
