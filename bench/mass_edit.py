@@ -249,7 +249,8 @@ def _print_row(p: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=("batch", "lifelong", "targets", "table"), help="table: print the saved points as Markdown")
+    p.add_argument("mode", choices=("batch", "lifelong", "targets", "table"),
+                   help="targets: compute and save the z only; table: print the saved points as Markdown")
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--data", default=str((data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"))
     p.add_argument("--offset", type=int, default=0)

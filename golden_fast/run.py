@@ -8,6 +8,9 @@
 
 The facts default to the built-in set (83 facts the default model knows); `--data` takes any
 file `golden_fast.data.load` reads.
+
+Under torchrun every rank runs the job (the stages share their work across the ranks); rank 0 alone
+prints and writes the report.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from golden_fast import distributed
 from golden_fast.data import builtin_facts, load, split
 from golden_fast.edit import Editor
 from golden_fast.edit.config import preset
@@ -49,6 +53,12 @@ class RunSettings:
     out: str | None = None
     seed: int = 0
     progress: bool = True
+
+
+def _say(*args: Any, **kwargs: Any) -> None:
+    """print, on rank 0 only."""
+    if distributed.is_main():
+        print(*args, **kwargs)
 
 
 def _facts(s: RunSettings) -> tuple[list, list]:
@@ -88,20 +98,46 @@ def _plot_metrics(reports: dict[str, EvalReport], path: Path) -> Path:
     return path
 
 
+def _write_report(s: RunSettings, out: Path, layer: int, proxy: list, test: list, lga_scores: Any,
+                  reports: dict[str, EvalReport], header: list[str], rows: list, timings: dict[str, float],
+                  results: dict[str, Any], pre: EvalReport) -> tuple[str, str]:
+    """Write the report (HTML, Markdown, results.json, plots) into `out`; the HTML and Markdown paths."""
+    from golden_fast.report import Report
+
+    rep = Report(f"golden-fast run: {s.model}", f"{len(proxy)} proxy facts for LGA, {len(test)} test facts edited")
+    how = ("with no trial edit" if s.locator == "lga"
+           else f"with {lga_scores.extra.get('cost', {}).get('edits', '?')} trial edits" if lga_scores is not None
+           else "")
+    rep.text("Chosen layer", (f"{s.locator.upper()} ({s.lga_variant} variant) chose layer {layer} from {len(proxy)} "
+                              f"proxy facts in {timings.get(s.locator, 0):.1f} s, {how}." if lga_scores is not None
+                              else f"Layer {layer} was given; LGA was skipped."))
+    if lga_scores is not None:
+        rep.figure("LGA per-layer scores", lga_scores.plot(out / "lga.png"),
+                   caption="Tukey fences dashed; dropped layers marked; the chosen layer highlighted.")
+        rep.pre("LGA summary", lga_scores.summary())
+    rep.table("Metrics (means)", header, rows, note="95% bootstrap intervals are in results.json and the plot.")
+    rep.figure("Metrics", _plot_metrics(reports, out / "metrics.png"))
+    rep.table("Time (s)", ["stage", "seconds"], [[k, v] for k, v in timings.items()])
+    rep.pre("Metric conventions", "\n".join(f"{k}: {v}" for k, v in pre.conventions.items()))
+    rep.pre("Settings", json.dumps(dataclasses.asdict(s), indent=1))
+    paths = rep.write(out, results=results)
+    return str(paths.html), str(paths.markdown)
+
+
 def run_main(settings: RunSettings | None = None) -> dict[str, Any]:
     """Run the main job; returns the results (also written to the report's results.json)."""
     from golden_fast.locate import locate
-    from golden_fast.report import Report
 
     s = settings or RunSettings()
     t_start = time.perf_counter()
     out = Path(s.out or f"golden-fast-run-{s.model.replace('/', '_')}")
-    out.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
     model, tok = load_model(s.model)
     from golden_fast.demo import structure_table
 
-    print(f"== golden-fast run: {s.model} ({time.perf_counter() - t_start:.1f} s to load)", flush=True)
-    print(structure_table(model), flush=True)
+    _say(f"== golden-fast run: {s.model} ({time.perf_counter() - t_start:.1f} s to load)", flush=True)
+    _say(structure_table(model), flush=True)
     proxy, rest = _facts(s)
     test = rest[: s.n_edit] if s.n_edit else rest
     timings: dict[str, float] = {}
@@ -121,11 +157,11 @@ def run_main(settings: RunSettings | None = None) -> dict[str, Any]:
             lga_scores = locate(model, tok, proxy, method="lga", variant=s.lga_variant, progress=s.progress)
         timings[s.locator] = time.perf_counter() - t0
         layer = lga_scores.chosen
-        print(f"{s.locator.upper()} ({s.lga_variant}) on {len(proxy)} proxy facts chose layer {layer} "
+        _say(f"{s.locator.upper()} ({s.lga_variant}) on {len(proxy)} proxy facts chose layer {layer} "
               f"in {timings[s.locator]:.1f} s\n{lga_scores.summary()}", flush=True)
     else:
         layer = int(s.layer)
-        print(f"layer {layer} given (LGA skipped)", flush=True)
+        _say(f"layer {layer} given (LGA skipped)", flush=True)
 
     # 2. statistics (cached: computed once per model and sample count)
     hparams0 = preset("r-rome", s.model)
@@ -159,7 +195,7 @@ def run_main(settings: RunSettings | None = None) -> dict[str, Any]:
         timings[method] = time.perf_counter() - t0
         reports[label] = post
         edit_info[label] = {"method": method, "seconds": timings[method], "n": len(test)}
-        print(f"{label}: {timings[method]:.1f} s", flush=True)
+        _say(f"{label}: {timings[method]:.1f} s", flush=True)
 
     # 4. table and report
     names = list(reports)
@@ -168,10 +204,10 @@ def run_main(settings: RunSettings | None = None) -> dict[str, Any]:
     header = ["metric"] + names
     rows = [[m] + [summ[n][m].mean if m in summ[n] else float("nan") for n in names] for m in metrics]
     width = max(len(n) for n in names) + 2
-    print(f"\n== layer {layer}: {len(test)} test facts (pre-edit vs after each editor; means)")
-    print(f"{'metric':<14}" + "".join(f"{n:>{width}}" for n in names))
+    _say(f"\n== layer {layer}: {len(test)} test facts (pre-edit vs after each editor; means)")
+    _say(f"{'metric':<14}" + "".join(f"{n:>{width}}" for n in names))
     for r in rows:
-        print(f"{r[0]:<14}" + "".join(f"{v:>{width}.3f}" if v == v else f"{'-':>{width}}" for v in r[1:]))
+        _say(f"{r[0]:<14}" + "".join(f"{v:>{width}.3f}" if v == v else f"{'-':>{width}}" for v in r[1:]))
     results = {
         "settings": dataclasses.asdict(s),
         "layer": layer,
@@ -183,24 +219,11 @@ def run_main(settings: RunSettings | None = None) -> dict[str, Any]:
         "timings_s": timings,
         "conventions": pre.conventions,
     }
-    rep = Report(f"golden-fast run: {s.model}", f"{len(proxy)} proxy facts for LGA, {len(test)} test facts edited")
-    how = ("with no trial edit" if s.locator == "lga"
-           else f"with {lga_scores.extra.get('cost', {}).get('edits', '?')} trial edits" if lga_scores is not None
-           else "")
-    rep.text("Chosen layer", (f"{s.locator.upper()} ({s.lga_variant} variant) chose layer {layer} from {len(proxy)} "
-                              f"proxy facts in {timings.get(s.locator, 0):.1f} s, {how}." if lga_scores is not None
-                              else f"Layer {layer} was given; LGA was skipped."))
-    if lga_scores is not None:
-        rep.figure("LGA per-layer scores", lga_scores.plot(out / "lga.png"),
-                   caption="Tukey fences dashed; dropped layers marked; the chosen layer highlighted.")
-        rep.pre("LGA summary", lga_scores.summary())
-    rep.table("Metrics (means)", header, rows, note="95% bootstrap intervals are in results.json and the plot.")
-    rep.figure("Metrics", _plot_metrics(reports, out / "metrics.png"))
-    rep.table("Time (s)", ["stage", "seconds"], [[k, v] for k, v in timings.items()])
-    rep.pre("Metric conventions", "\n".join(f"{k}: {v}" for k, v in pre.conventions.items()))
-    rep.pre("Settings", json.dumps(dataclasses.asdict(s), indent=1))
-    paths = rep.write(out, results=results)
+    html, md = distributed.broadcast_object(
+        _write_report(s, out, layer, proxy, test, lga_scores, reports, header, rows, timings, results, pre)
+        if distributed.is_main() else None)
     total = time.perf_counter() - t_start
-    print(f"\nreport: {paths.html.resolve()}\n        {paths.markdown.resolve()}\n== done in {total:.1f} s")
-    results["report"] = str(paths.html)
+    _say(f"\nreport: {Path(html).resolve()}\n        {Path(md).resolve()}\n"
+         f"== done in {total:.1f} s")
+    results["report"] = html
     return results

@@ -102,7 +102,8 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             f"family, {r0['steps']} v*/z steps, {r0['convention']} convention, {r0['threads']} thread(s) each, "
             f"{r0['device']}; golden-fast {r0['commit']}, EasyEdit {r0['easyedit_commit'][:7]}, "
             f"{r0['timestamp'][:10]}, tag `{r0['tag']}` in bench/results/reference/{r0['model']}.jsonl.")
-    table = ["| | EasyEdit | golden-fast | faster | peak MiB (EasyEdit / golden-fast) | load (EasyEdit / golden-fast) |",
+    table = ["| | EasyEdit | golden-fast | faster | peak MiB (EasyEdit / golden-fast) "
+             "| load (EasyEdit / golden-fast) |",
              "|---|---:|---:|---:|---:|---|"]
     table += ["| " + " | ".join(cells) + " |" for cells in lines]
     agree = agreement_line(rows)

@@ -1,12 +1,17 @@
 """`golden-fast` command line. Each subcommand lives in its own module exposing
-`register(subparsers)`; errors become one clear line (a traceback only with --debug)."""
+`register(subparsers)`; errors become one clear line (a traceback only with --debug).
+
+Under torchrun (`torchrun --nproc-per-node 2 -m golden_fast experiment ...`) every process runs the
+command in one process group (`golden_fast.distributed`); only rank 0 prints to stdout."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 
 # subcommand modules, in the order `--help` lists them
 _COMMANDS = ["run", "models", "data", "edit", "stats", "evaluate", "locate", "experiment", "plan", "demo"]
@@ -71,9 +76,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _several_processes() -> bool:
+    """What torchrun's $WORLD_SIZE says, read without importing torch (a single process needs nothing)."""
+    return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1")
+
+
+def join_ranks() -> bool:
+    """Under torchrun, join the process group before the command runs; True when this call made it
+    (so `leave_ranks` is this process's to call)."""
+    if not _several_processes():
+        return False
+    import torch.distributed as dist
+
+    from golden_fast import distributed
+
+    if not distributed.launched() or (dist.is_available() and dist.is_initialized()):
+        return False
+    return distributed.init()
+
+
+def leave_ranks(ok: bool) -> None:
+    """Destroy the process group; after a success, once every rank is done (a failed rank's peers
+    may never come to the barrier: torchrun stops them)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    if ok:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def main_rank_prints() -> Iterator[None]:
+    """Ranks other than 0 print nothing to stdout (errors still go to stderr)."""
+    if not _several_processes():
+        yield
+        return
+    from golden_fast import distributed
+
+    if distributed.is_main():
+        yield
+        return
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    owned = join_ranks()
+    code = EXIT_FAILURE
+    try:
+        with main_rank_prints():
+            code = _run_command(args)
+        return code
+    finally:
+        if owned:
+            leave_ranks(ok=code == 0)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         if hasattr(args, "threads"):
             apply_threads(args.threads)

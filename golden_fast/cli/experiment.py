@@ -136,10 +136,13 @@ def config_from(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from golden_fast import distributed
     from golden_fast.experiment import run_experiment
 
     config = config_from(args)
     res = run_experiment(config)
+    if not distributed.is_main():  # rank 0 prints the summary
+        return 0
     if res["report"]:
         md = (res["report"][: -len(".html")] + ".md") if res["report"].endswith(".html") else None
         if md:

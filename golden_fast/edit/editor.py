@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from golden_fast.edit.common import EditError
+from golden_fast import distributed
+from golden_fast.edit.common import EditError, collective, rank_local, shared_steps
 from golden_fast.edit.journal import EditJournal, revert_journals
 from golden_fast.edit.registry import EditorSpec, get_editor, normalise_name
 from golden_fast.models import get_adapter
@@ -150,6 +151,12 @@ class Editor:
             touching the same layer can no longer be reverted alone. Lifelong editing of a large
             model with one edit() call per request wants False (each copy is a whole layer);
             a single edit(requests, mode="sequential") call keeps one copy per layer anyway.
+        rank_local: under torchrun, edit on this rank alone. By default an edit there is shared
+            (`golden_fast.edit.common.collective`): every rank calls edit() with the same requests,
+            the batch editors (MEMIT, EMMET, AlphaEdit, UltraEdit) shard their targets across the
+            ranks and solve on rank 0, and such an edit ends by checking that every rank holds the
+            same weights. Give True where each rank edits its own requests (sharded evaluation,
+            brute force). ROME and R-ROME compute alone on every rank either way.
 
     Typical use::
 
@@ -170,8 +177,10 @@ class Editor:
         progress: bool = True,
         revert_each: bool = True,
         state: Mapping[str, torch.Tensor] | None = None,
+        rank_local: bool = False,
     ) -> None:
         self.model = model
+        self.rank_local = bool(rank_local)
         self.revert_each = revert_each
         self.tok = tok
         self.adapter = get_adapter(model)
@@ -264,10 +273,13 @@ class Editor:
         t0 = time.perf_counter()
         start = 0
         state_before = dict(self.state)
+        steps = shared_steps()
         try:
             for start in range(0, len(reqs), size):
                 chunk = reqs[start : start + size]
                 traces += [_reindex(t, start) for t in self._edit_chunk(journal, chunk, start, progress)]
+            if shared_steps() != steps:  # made together with the other ranks: they must agree
+                self.check_ranks_agree()
         except BaseException as exc:
             self._set_state(state_before)
             self._rollback(journal, exc, reqs[start : start + size], start)
@@ -373,6 +385,21 @@ class Editor:
             bar.close()
         return out
 
+    def shared(self) -> bool:
+        """True when this Editor's edits are shared by the ranks of a torchrun group (see `rank_local`)."""
+        return not self.rank_local and collective()
+
+    def check_ranks_agree(self) -> None:
+        """Under torchrun, raise EditError unless every rank holds bitwise the same weights of the edited
+        layers. A collective: every rank must call it (edit() does, after a shared edit)."""
+        if not distributed.active():
+            return
+        weights = [self.adapter.down_weight(layer) for layer in sorted(self.layers)]
+        if not distributed.digest_agrees(weights):
+            raise EditError(f"{self.method}: after the edit the ranks hold different weights at layers "
+                            f"{sorted(self.layers)} (rank {distributed.rank()} of {distributed.world_size()}); "
+                            "every rank must edit the same requests on the same model, or use rank_local=True")
+
     def revert(self) -> None:
         """Undo every edit this Editor made that is still applied: the model ends bitwise as it was
         before the first edit(). Each layer is restored from the earliest result that touched it,
@@ -409,6 +436,12 @@ class Editor:
         return out
 
     def _run(self, chunk: list, apply: Callable, progress: bool) -> list:
+        if self.rank_local:
+            with rank_local():
+                return self._run_method(chunk, apply, progress)
+        return self._run_method(chunk, apply, progress)
+
+    def _run_method(self, chunk: list, apply: Callable, progress: bool) -> list:
         if self._fn is not None:
             args = (self.model, self.tok, chunk, self.hparams, self.stats, apply)
             return list(self._fn(*args, progress=progress) or [])

@@ -47,6 +47,7 @@ class Moments:
         """C from the statistics cache (computed on first use, all layers of hparams in one pass)."""
         if not hparams.mom2_adjustment:
             return cls(None)
+        from golden_fast.edit.common import collective
         from golden_fast.models.identity import model_identity
         from golden_fast.stats import StatsConfig, get_second_moment
 
@@ -54,7 +55,9 @@ class Moments:
         layers = list(hparams.layers)
         # C belongs to the unedited model: key the cache by its identity, taken now
         mid = model_identity(model)
-        return cls(lambda l: get_second_moment(model, tok, l, config, layers=layers, model_id=mid).mean())
+        # a pass is a collective under torchrun: only a shared edit has every rank here together
+        return cls(lambda l: get_second_moment(model, tok, l, config, layers=layers, model_id=mid,
+                                               data_parallel=collective()).mean())
 
     def C(self, layer: int, dim: int) -> torch.Tensor:
         if layer not in self._C:

@@ -15,6 +15,9 @@ the caller's responsibility), so targets made before a sequential edit are never
 Honest timing: each entry keeps the seconds it cost (its share of its batch's setup and loop), and
 a result built from cached entries reports them as `reused_seconds`, so a study can report every
 method's time as if it had optimised its own targets.
+
+Under torchrun, a collective edit (`common.collective`) puts every rank's targets into every rank's
+cache, so the caches stay the same on all ranks; `save` then writes from rank 0 alone.
 """
 
 from __future__ import annotations
@@ -67,7 +70,22 @@ class TargetCache:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write every entry to one safetensors file (tensors, with the keys and costs as its JSON
-        metadata), atomically, so a later process can serve the same targets (`TargetCache.load`)."""
+        metadata), atomically, so a later process can serve the same targets (`TargetCache.load`).
+
+        In a collective edit's process group every rank holds the same cache: rank 0 writes it and
+        every rank returns once it is written. Each rank writes its own path otherwise."""
+        from golden_fast import distributed
+        from golden_fast.edit.common import collective
+
+        path = Path(path)
+        if not collective():
+            return self._write(path)
+        if distributed.is_main():
+            self._write(path)
+        distributed.barrier()
+        return path
+
+    def _write(self, path: Path) -> Path:
         from safetensors.torch import save_file
 
         from golden_fast.fileio import atomic_path
@@ -79,7 +97,6 @@ class TargetCache:
             e = self._store[k]
             tensors[f"{i}.delta"], tensors[f"{i}.init"] = e.delta.contiguous(), e.init.contiguous()
             meta.append({"key": k, "loss_curve": e.loss_curve, "nll_final": e.nll_final, "seconds": e.seconds})
-        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "golden-fast-targets", "entries": json.dumps(meta)})

@@ -18,6 +18,10 @@ model no token before s, and no layer below l at any token, depends on delta. So
 The anchors recompute every token of every layer at every step; `prefix_reuse=False`
 does exactly that on the same batch, for the benchmark and the equivalence test.
 
+Under torchrun, a batch editor's targets (`shard=True`) are split across the ranks of a collective
+edit (`common.collective`): each rank optimises its strided share and every rank gets all of them,
+in request order (the same values on every rank, each made by one rank).
+
 Many requests are optimised in one batched loop (one delta row each): Adam works
 element-wise, so a joint loop equals separate loops; a request that reaches the stopping
 NLL is frozen (its row restored after each step) while the others go on.
@@ -33,11 +37,13 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from golden_fast import distributed
 from golden_fast.hooks import capture, layers_from, patch
 from golden_fast.models import get_adapter
+from golden_fast.models.placement import execution_device
 from golden_fast.tokens import fill, subject_last_token, target_span
 
-from .common import EditError
+from .common import EditError, collective, shared_work
 from .context import with_prompt
 from .target_cache import CachedTarget, active_target_cache, request_key, settings_key, weights_fingerprint
 
@@ -157,27 +163,37 @@ def optimise_targets(
     hparams,
     prefix_reuse: bool | None = None,
     group_size: int = 16,
+    shard: bool = False,
 ) -> TargetResult:
     """Optimise one delta per request at `site` of `layer` ("mlp.down.out" for ROME's v*,
     "out" for MEMIT's z). Returns deltas and initial values; v* = init + delta.
 
     Inside `target_cache.reuse_targets()`, requests already optimised on these weights with these
-    settings are served from the cache and only the others are optimised."""
+    settings are served from the cache and only the others are optimised.
+
+    shard: in a collective edit (every rank calls this with the same requests), the requests to
+    optimise (those missing from any rank's cache) are split across the ranks and gathered back;
+    every rank's cache gets all of them, so every rank uses the same targets."""
     reuse = hparams.prefix_reuse if prefix_reuse is None else prefix_reuse
+    run = _optimise_shared if shard and collective() else _optimise
     cache = active_target_cache()
     if cache is None:
-        return _optimise(model, tok, list(requests), layer, site, templates, hparams, reuse, group_size)
+        return run(model, tok, list(requests), layer, site, templates, hparams, reuse, group_size)
     base = (weights_fingerprint(model),) + settings_key(layer, site, templates, hparams, reuse)
     keys = [base + request_key(r) for r in requests]
     entries = [cache.get(k) for k in keys]
     missing = [i for i, e in enumerate(entries) if e is None]
+    if run is _optimise_shared:
+        # rank-local edits fill each rank's own cache: what any rank lacks is optimised for all
+        lacking = {i for part in distributed.all_gather_objects(missing) for i in part}
+        missing = sorted(lacking)
+        entries = [None if i in lacking else e for i, e in enumerate(entries)]
     reused_seconds = sum(e.seconds for e in entries if e is not None)
     cache.hits += len(requests) - len(missing)
     cache.misses += len(missing)
     fresh = None
     if missing:
-        fresh = _optimise(model, tok, [requests[i] for i in missing], layer, site, templates, hparams, reuse,
-                          group_size)
+        fresh = run(model, tok, [requests[i] for i in missing], layer, site, templates, hparams, reuse, group_size)
         per = (fresh.setup_seconds + fresh.loop_seconds) / len(missing)
         for j, i in enumerate(missing):
             entries[i] = CachedTarget(fresh.delta[j].clone(), fresh.init[j].clone(), list(fresh.loss_curves[j]),
@@ -211,6 +227,30 @@ def _optimise(model, tok, requests, layer, site, templates, hparams, reuse, grou
     )
 
 
+def _optimise_shared(model, tok, requests, layer, site, templates, hparams, reuse, group_size) -> TargetResult:
+    """`_optimise` over the ranks: each its strided share, every rank all results in request order.
+
+    Times are the slowest rank's (the wall time of the phase)."""
+    times = {"setup": 0.0, "loop": 0.0}
+
+    def work(mine: list[int]) -> list[tuple]:
+        res = _optimise(model, tok, [requests[i] for i in mine], layer, site, templates, hparams, reuse, group_size)
+        times.update(setup=res.setup_seconds, loop=res.loop_seconds)
+        return [(res.delta[j].cpu(), res.init[j].cpu(), res.loss_curves[j], res.nll_final[j]) for j in range(len(mine))]
+
+    every = shared_work(len(requests), work)
+    slowest = distributed.all_gather_objects((times["setup"], times["loop"]))
+    device = execution_device(model)
+    return TargetResult(
+        torch.stack([r[0] for r in every]).to(device),
+        torch.stack([r[1] for r in every]).to(device),
+        [list(r[2]) for r in every],
+        [r[3] for r in every],
+        max(t[0] for t in slowest),
+        max(t[1] for t in slowest),
+    )
+
+
 def _optimise_group(model, tok, requests, layer, site, templates, hparams, prefix_reuse) -> TargetResult:
     t_start = time.perf_counter()
     adapter = get_adapter(model)
@@ -218,7 +258,7 @@ def _optimise_group(model, tok, requests, layer, site, templates, hparams, prefi
         raise ValueError(
             f"v_loss_layer={hparams.v_loss_layer}: only the last layer ({adapter.n_layers - 1}) is supported"
         )
-    device = next(model.parameters()).device
+    device = execution_device(model)
     use_kl = hparams.kl_factor > 0
     rows = _build_rows(tok, requests, templates, kl=use_kl)
     lay = _layout(tok, rows, device)

@@ -9,15 +9,20 @@ Layout of the output folder:
   mass/                    the mass-editing curves (golden_fast.experiment.mass)
   timings.json             session seconds of each part, summed over runs
   report.html, report.md, results.json, figures/   the report (golden_fast.experiment.assemble)
+
+Under torchrun every rank runs every part (the parts share their work across the ranks); rank 0
+alone prints, checks and writes this folder's settings, split, timings and report.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from golden_fast import distributed
 from golden_fast.edit.target_cache import TargetCache, reuse_targets
 from golden_fast.experiment.config import PARTS, ExperimentConfig
 from golden_fast.experiment.facts import Facts, load_facts
@@ -27,6 +32,31 @@ __all__ = ["Context", "run_experiment"]
 
 # files of the output folder that record settings, not measurements (see fileio.check_meta)
 _NOT_RESULTS = ("meta.json", "config.json", "data.json", "split.json", "timings.json")
+
+T = TypeVar("T")
+
+
+def _say(text: str) -> None:
+    """Print on rank 0 only."""
+    if distributed.is_main():
+        print(text, flush=True)
+
+
+def _on_main(fn: Callable[[], T]) -> T | None:
+    """fn() on rank 0 alone (its checks and writes; None elsewhere); a failure there is raised on every
+    rank, so that no rank goes on to wait for the others in a part."""
+    result, error = None, None
+    if distributed.is_main():
+        try:
+            result = fn()
+        except Exception as exc:
+            error = exc
+    message = distributed.broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RuntimeError(f"rank 0 failed: {message}")
+    return result
 
 
 @dataclasses.dataclass
@@ -79,13 +109,15 @@ class Context:
 
             keys = [request_key(r) for r in self.facts.pool]
             path = self.out / "pre.json"
-            stored = read_json(path)
+            # rank 0 decides, so that every rank evaluates (together) or none does
+            stored = distributed.broadcast_object(read_json(path) if distributed.is_main() else None)
             if stored is not None and stored.get("keys") == keys and stored.get("suites") == list(self.config.suites):
                 self._pre = EvalReport.from_dict(stored["report"])
             else:
-                print(f"evaluating the unedited model on {len(keys)} fact(s) (locality reference)", flush=True)
+                _say(f"evaluating the unedited model on {len(keys)} fact(s) (locality reference)")
                 self._pre = evaluate(self.model, self.tok, self.facts.pool, suites=self.config.suites)
-                write_json(path, {"keys": keys, "suites": list(self.config.suites), "report": self._pre.to_dict()})
+                report = {"keys": keys, "suites": list(self.config.suites), "report": self._pre.to_dict()}
+                _on_main(lambda: write_json(path, report))
         return self._pre
 
 
@@ -217,8 +249,13 @@ def _part_mass_sequential(ctx: Context) -> str:
 def _part_report(ctx: Context) -> str:
     from golden_fast.experiment.assemble import write_report
 
-    paths = write_report(ctx)
-    return f"{paths.html}"
+    # the report reads the stored locality reference: every rank loads it first (a collective), so
+    # that rank 0 writing alone runs none
+    stored = distributed.broadcast_object((ctx.out / "pre.json").exists() if distributed.is_main() else None)
+    if stored and ctx._pre is None:
+        ctx.pre()
+    # rank 0 writes the report; every rank gets its path
+    return distributed.broadcast_object(_on_main(lambda: f"{write_report(ctx).html}"))
 
 
 _RUN = {
@@ -234,10 +271,24 @@ _RUN = {
 
 
 def _add_time(out: Path, part: str, seconds: float) -> None:
+    if not distributed.is_main():
+        return
     t = read_json(out / "timings.json") or {}
     cur = t.get(part, {"seconds": 0.0, "runs": 0})
     t[part] = {"seconds": cur["seconds"] + seconds, "runs": cur["runs"] + 1}
     write_json(out / "timings.json", t)
+
+
+def _open_folder(config: ExperimentConfig, out: Path) -> Facts:
+    """Make the folder, check its settings, and load the facts, checking or recording the split there."""
+    out.mkdir(parents=True, exist_ok=True)
+    check_meta(out, config.core(), "experiment", ignore=_NOT_RESULTS)
+    return load_facts(config, out, fresh=not has_results(out, _NOT_RESULTS))
+
+
+def _record_settings(config: ExperimentConfig, out: Path, facts: Facts) -> None:
+    write_json(out / "config.json", config.to_dict())
+    write_json(out / "data.json", facts.info())
 
 
 def run_experiment(config: ExperimentConfig, model: Any = None, tok: Any = None) -> dict[str, Any]:
@@ -248,22 +299,20 @@ def run_experiment(config: ExperimentConfig, model: Any = None, tok: Any = None)
     from golden_fast.models import get_adapter, load_model
 
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_meta(out, config.core(), "experiment", ignore=_NOT_RESULTS)
     t0 = time.perf_counter()
-    facts = load_facts(config, out, fresh=not has_results(out, _NOT_RESULTS))
+    facts = _on_main(lambda: _open_folder(config, out))
+    if not distributed.is_main():  # the same split; rank 0 alone checks and records it
+        facts = load_facts(config)
     if config.skip_invalid:
-        print(f"{config.data}: skipped {facts.n_invalid} invalid record(s) of {facts.n_read} read "
-              f"({facts.n_invalid_used} before the last record used)"
-              + (f"; first: {facts.errors[0]}" if facts.errors else ""), flush=True)
+        _say(f"{config.data}: skipped {facts.n_invalid} invalid record(s) of {facts.n_read} read "
+             f"({facts.n_invalid_used} before the last record used)"
+             + (f"; first: {facts.errors[0]}" if facts.errors else ""))
     if model is None:
         model, tok = load_model(config.model)
     layers = config.candidate_layers(get_adapter(model).n_layers)
-    write_json(out / "config.json", config.to_dict())
-    write_json(out / "data.json", facts.info())
-    print(f"{config.model} ready in {time.perf_counter() - t0:.1f} s; {len(facts.proxy)} proxy / "
-          f"{len(facts.test)} test / {len(facts.pool)} pool facts; candidate layers {layers}; results in {out}",
-          flush=True)
+    _on_main(lambda: _record_settings(config, out, facts))
+    _say(f"{config.model} ready in {time.perf_counter() - t0:.1f} s; {len(facts.proxy)} proxy / "
+         f"{len(facts.test)} test / {len(facts.pool)} pool facts; candidate layers {layers}; results in {out}")
     ctx = Context(config, model, tok, facts, layers, out)
     status: dict[str, str] = {}
     todo = [p for p in PARTS if p in config.parts]
@@ -273,14 +322,14 @@ def run_experiment(config: ExperimentConfig, model: Any = None, tok: Any = None)
     # reused target is timed at its original cost (target_cache.py)
     targets = TargetCache()
     for i, part in enumerate(todo, 1):
-        print(f"== [{i}/{len(todo)}] {part}", flush=True)
+        _say(f"== [{i}/{len(todo)}] {part}")
         t1 = time.perf_counter()
         with reuse_targets(targets):
             status[part] = _RUN[part](ctx)
         seconds = time.perf_counter() - t1
         _add_time(out, part, seconds)
-        print(f"   {part}: {status[part]} ({seconds:.1f} s; targets reused {targets.hits}, optimised "
-              f"{targets.misses} so far)", flush=True)
+        _say(f"   {part}: {status[part]} ({seconds:.1f} s; targets reused {targets.hits}, optimised "
+             f"{targets.misses} so far)")
         if part == "report":
             result["report"] = status[part]
     return result

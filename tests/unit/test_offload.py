@@ -247,11 +247,6 @@ def test_write_refuses_another_shape_or_dtype(tmp_path):
         a.write_down_param(1, w[:-1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs edit/keys.py and edit/values.py to move inputs to execution_device(model) instead of "
-    "next(model.parameters()).device, and evaluate/scoring.py to read the head through placement.read_tensor",
-)
 def test_embeddings_and_head_on_disk(cache_home):
     whole, tok = build_tiny("tiny-llama")
     dmap = _device_map(whole, (1,))

@@ -19,6 +19,9 @@ lies in P's range, so it is also the solution of the symmetric positive definite
 differs across models and corpora (on smollm2-135m's model-sampled C, layers 4-6, 3e-2 x λ_max
 leaves 1,168-1,272 of 1,536 directions, about what 2e-2 absolute does). See FORMULAS.md, section
 "AlphaEdit".
+
+Under torchrun (a collective edit) the targets are sharded and each layer's update is solved on
+rank 0 and broadcast, as for MEMIT; every rank then adds the batch's keys to its own state.
 """
 
 from __future__ import annotations
@@ -31,11 +34,17 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from golden_fast.edit.common import ApplyFn, EditError, RequestTrace
+from golden_fast import distributed
+from golden_fast.edit.common import ApplyFn, EditError, RequestTrace, on_main, shared_object
 from golden_fast.edit.config import MEMITConfig
 from golden_fast.edit.context import context_templates
 from golden_fast.edit.keys import keys_at_subject
-from golden_fast.edit.methods.memit import keys_and_bare_output, residual_at, through_post_norm
+from golden_fast.edit.methods.memit import (
+    keys_and_bare_output,
+    moments_on_every_rank,
+    residual_at,
+    through_post_norm,
+)
 from golden_fast.edit.moments import ILL_CONDITIONED, Moments
 from golden_fast.edit.registry import EditorSpec, register
 from golden_fast.edit.values import optimise_targets
@@ -92,6 +101,44 @@ def _projection(moments: Moments, layer: int, dim: int, rel_threshold: float) ->
     return cache[key]
 
 
+def _layer_update(model, tok, requests, hparams, moments, state, templates, layers, i, Z, adapter):
+    """((U (d, n), V (m, n)), info) of layer `layers[i]` on the current weights; info holds the
+    condition, warnings, null-space rank and seconds (for the ranks that did not compute it)."""
+    n, layer, z_layer = len(requests), layers[i], layers[-1]
+    warnings: list[str] = []
+    norm = adapter.post_mlp_norm(layer)
+    bare = templates.index("{}") if norm is not None and "{}" in templates else None
+    t0 = time.perf_counter()
+    K, X = keys_and_bare_output(model, tok, requests, layer, templates, norm is not None, bare)  # (m, n)
+    m = K.shape[0]
+    H = residual_at(model, tok, requests, z_layer)  # (n, d), current weights
+    R = (Z - H).T / (len(layers) - i)  # (d, n)
+    t1 = time.perf_counter()
+    try:
+        if norm is not None:  # Gemma: the residual change R must be made through the post-MLP norm
+            R = through_post_norm(norm, X, R.T).T
+        P, rank = _projection(moments, layer, m, hparams.nullspace_rel_threshold)
+        Kp = state.get(preserved_key(layer))
+        M = K @ K.T if Kp is None else Kp.to(torch.float64) + K @ K.T
+        A = P @ M @ P + hparams.L2 * torch.eye(m, dtype=torch.float64)
+        A = 0.5 * (A + A.T)
+        ev = torch.linalg.eigvalsh(A)
+        cond = float(ev[-1] / ev[0]) if ev[0] > 0 else math.inf
+        if cond > ILL_CONDITIONED or not math.isfinite(cond):
+            warnings.append(f"layer {layer}: P (Kp Kpᵀ + K Kᵀ) P + αI ill-conditioned (condition {cond:.3g})")
+        L, info = torch.linalg.cholesky_ex(A)
+        PK = P @ K
+        V = torch.cholesky_solve(PK, L) if int(info) == 0 else torch.linalg.pinv(A, hermitian=True) @ PK
+        U = R
+    except FloatingPointError as exc:
+        raise EditError(f"alphaedit batch of {n} ({requests[0].ref}, ...): {exc}") from exc
+    if not (torch.isfinite(U).all() and torch.isfinite(V).all()):
+        raise EditError(f"alphaedit batch of {n} ({requests[0].ref}, ...): non-finite update at layer {layer}")
+    info = {"conds": [cond], "warnings": warnings, "rank": rank, "keys": t1 - t0,
+            "solve": time.perf_counter() - t1}
+    return (U, V), info
+
+
 def alphaedit_updates(
     model, tok, requests: Sequence, hparams: AlphaEditConfig, stats, apply: ApplyFn, progress: bool = True,
     state: dict | None = None,
@@ -103,53 +150,29 @@ def alphaedit_updates(
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers must be distinct, got {list(hparams.layers)}")
     moments = Moments.resolve(stats, model, tok, hparams)
+    adapter = get_adapter(model)
+    moments_on_every_rank(moments, layers, adapter)
     n = len(requests)
     z_layer = layers[-1]
-    templates = context_templates(model, tok, hparams.context_template_length_params)
-    tgt = optimise_targets(model, tok, requests, z_layer, "out", templates, hparams)
+    templates = shared_object(context_templates(model, tok, hparams.context_template_length_params))
+    tgt = optimise_targets(model, tok, requests, z_layer, "out", templates, hparams, shard=True)
     Z = tgt.init.to(torch.float64) + tgt.delta.to(torch.float64)  # (n, d)
     traces = [RequestTrace(index=i, loss_curve=tgt.loss_curves[i]) for i in range(n)]
     warnings: list[str] = []
     total_sq, conds, per_layer, ranks = 0.0, [], {}, {}
-    adapter = get_adapter(model)
     clock = {"keys": 0.0, "solve": 0.0, "apply": 0.0}  # seconds, for the time split benchmarks report
-    for i, layer in enumerate(tqdm(layers, desc="alphaedit layers", disable=not progress)):
-        norm = adapter.post_mlp_norm(layer)
-        bare = templates.index("{}") if norm is not None and "{}" in templates else None
-        t0 = time.perf_counter()
-        K, X = keys_and_bare_output(model, tok, requests, layer, templates, norm is not None, bare)  # (m, n)
-        m = K.shape[0]
-        H = residual_at(model, tok, requests, z_layer)  # (n, d), current weights
-        R = (Z - H).T / (len(layers) - i)  # (d, n)
-        t1 = time.perf_counter()
-        clock["keys"] += t1 - t0
-        try:
-            if norm is not None:  # Gemma: the residual change R must be made through the post-MLP norm
-                R = through_post_norm(norm, X, R.T).T
-            P, rank = _projection(moments, layer, m, hparams.nullspace_rel_threshold)
-            ranks[layer] = rank
-            Kp = state.get(preserved_key(layer))
-            M = K @ K.T if Kp is None else Kp.to(torch.float64) + K @ K.T
-            A = P @ M @ P + hparams.L2 * torch.eye(m, dtype=torch.float64)
-            A = 0.5 * (A + A.T)
-            ev = torch.linalg.eigvalsh(A)
-            cond = float(ev[-1] / ev[0]) if ev[0] > 0 else math.inf
-            conds.append(cond)
-            if cond > ILL_CONDITIONED or not math.isfinite(cond):
-                warnings.append(f"layer {layer}: P (Kp Kpᵀ + K Kᵀ) P + αI ill-conditioned (condition {cond:.3g})")
-            L, info = torch.linalg.cholesky_ex(A)
-            PK = P @ K
-            V = torch.cholesky_solve(PK, L) if int(info) == 0 else torch.linalg.pinv(A, hermitian=True) @ PK
-            U = R
-        except FloatingPointError as exc:
-            raise EditError(f"alphaedit batch of {n} ({requests[0].ref}, ...): {exc}") from exc
-        if not (torch.isfinite(U).all() and torch.isfinite(V).all()):
-            raise EditError(f"alphaedit batch of {n} ({requests[0].ref}, ...): non-finite update at layer {layer}")
-        sq = float(((U.T @ U) * (V.T @ V)).sum())
-        total_sq += sq
+    bar = tqdm(layers, desc="alphaedit layers", disable=not distributed.progress_enabled(progress))
+    for i, layer in enumerate(bar):
+        (U, V), info = on_main(lambda i=i: _layer_update(model, tok, requests, hparams, moments, state, templates,
+                                                         layers, i, Z, adapter))
+        conds += info["conds"]
+        warnings += info["warnings"]
+        ranks[layer] = info["rank"]
+        clock["keys"] += info["keys"]
+        clock["solve"] += info["solve"]
+        total_sq += float(((U.T @ U) * (V.T @ V)).sum())
         per_layer[layer] = (U, V)
         t2 = time.perf_counter()
-        clock["solve"] += t2 - t1
         apply(layer, U, V)
         clock["apply"] += time.perf_counter() - t2
     # the batch's keys on the edited model join the preserved keys of the next batches

@@ -10,6 +10,8 @@ R = (Z - H_current) / (number of layers left, this one included):
 Every Delta is applied as factors U V^T (U = R or R D^-1, V = the solved keys), float64
 solves, ill-conditioning reported and a pseudo-inverse fallback for a singular D. Where a
 post-MLP norm sits before the residual (Gemma), R is first mapped through it (`through_post_norm`).
+Under torchrun (a collective edit) the targets are sharded across the ranks and each layer's update
+is solved on rank 0 and broadcast (`common.on_main`), so every rank applies the same update.
 See FORMULAS.md, sections "MEMIT" and "EMMET".
 """
 
@@ -22,7 +24,8 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from golden_fast.edit.common import ApplyFn, EditError, RequestTrace
+from golden_fast import distributed
+from golden_fast.edit.common import ApplyFn, EditError, RequestTrace, collective, on_main, shared_object
 from golden_fast.edit.config import MEMITConfig
 from golden_fast.edit.context import context_templates
 from golden_fast.edit.keys import keys_at_subject
@@ -30,6 +33,7 @@ from golden_fast.edit.moments import ILL_CONDITIONED, Moments
 from golden_fast.edit.registry import EditorSpec, register
 from golden_fast.edit.values import optimise_targets
 from golden_fast.models import get_adapter
+from golden_fast.models.placement import execution_device
 
 
 def residual_at(model, tok, requests, layer) -> torch.Tensor:
@@ -62,10 +66,10 @@ def through_post_norm(norm: torch.nn.Module, X: torch.Tensor, R: torch.Tensor) -
     the norm's gain over rms(X): 5.7x in length, cosine 0.31, on gemma3-270m's layer 6. g is read as
     N(1), whatever the norm's weight convention (w or 1 + w).
     """
-    p = next(norm.parameters())
+    p, dev = next(norm.parameters()), execution_device(norm)  # an offloaded norm's weight sits on "meta"
     with torch.no_grad():
-        g = norm(torch.ones(1, X.shape[1], dtype=p.dtype, device=p.device))[0].to(torch.float64).cpu()
-        Y = norm(X.to(p.dtype).to(p.device)).to(torch.float64).cpu()
+        g = norm(torch.ones(1, X.shape[1], dtype=p.dtype, device=dev))[0].to(torch.float64).cpu()
+        Y = norm(X.to(p.dtype).to(dev)).to(torch.float64).cpu()
     X = X.to(torch.float64).cpu()
     # a zero gain (gemma3-270m has some) makes its output coordinate unreachable; there the
     # normalised x keeps its value and the normal has no component
@@ -96,59 +100,85 @@ def _solve_small(D: torch.Tensor, B: torch.Tensor, warnings: list[str], layer: i
     return torch.linalg.solve(D, B), cond
 
 
+def moments_on_every_rank(moments: Moments, layers: Sequence[int], adapter) -> None:
+    """In a collective edit, load C of every edited layer on every rank now: only rank 0 solves, but
+    computing the statistics may itself be a collective every rank must join."""
+    if collective() and moments.source is not None:
+        for layer in layers:
+            moments.C(layer, adapter.down_weight(layer).shape[1])
+
+
+def _layer_update(model, tok, requests, hparams, moments, method, templates, layers, i, Z, adapter):
+    """((U (d, n), V (m, n)), info) of layer `layers[i]` on the current weights; info holds the
+    conditions, warnings and seconds it took (so the ranks that did not compute it can report them)."""
+    n, layer, z_layer = len(requests), layers[i], layers[-1]
+    warnings: list[str] = []
+    conds: list[float] = []
+    norm = adapter.post_mlp_norm(layer)
+    bare = templates.index("{}") if norm is not None and "{}" in templates else None
+    t0 = time.perf_counter()
+    K, X = keys_and_bare_output(model, tok, requests, layer, templates, norm is not None, bare)
+    H = residual_at(model, tok, requests, z_layer)  # (n, d), current weights
+    R = (Z - H).T / (len(layers) - i)  # (d, n)
+    t1 = time.perf_counter()
+    try:
+        if norm is not None:  # Gemma: the residual change R must be made through the post-MLP norm
+            R = through_post_norm(norm, X, R.T).T
+        if method == "memit":
+            V = moments.solve(layer, K, scale=hparams.mom2_update_weight, ridge=hparams.update_norm_lambda,
+                              extra=K @ K.T, warnings=warnings)
+            U = R
+        else:
+            C0inv_K = moments.solve(layer, K, scale=hparams.mom2_update_weight, ridge=hparams.update_norm_lambda,
+                                    warnings=warnings)  # (m, n)
+            D = K.T @ C0inv_K  # (n, n)
+            if n > 1:
+                D = D + hparams.emmet_lambda * torch.eye(n, dtype=torch.float64)
+            DinvT_Rt, cond_d = _solve_small(D.T, R.T, warnings, layer)  # D^-T R^T = (R D^-1)^T
+            U, V = DinvT_Rt.T, C0inv_K
+            conds.append(cond_d)
+    except FloatingPointError as exc:
+        raise EditError(f"{method} batch of {n} ({requests[0].ref}, ...): {exc}") from exc
+    conds.append(moments.last_condition)
+    if not (torch.isfinite(U).all() and torch.isfinite(V).all()):
+        raise EditError(f"{method} batch of {n} ({requests[0].ref}, ...): non-finite update at layer {layer}")
+    info = {"conds": conds, "warnings": warnings, "keys": t1 - t0, "solve": time.perf_counter() - t1}
+    return (U, V), info
+
+
 def mass_edit(
     model, tok, requests: Sequence, hparams, stats, apply: ApplyFn, method: str = "memit", progress: bool = True
 ) -> list[RequestTrace]:
+    """One MEMIT / EMMET batch. In a collective edit (torchrun, `common.collective`) the targets are
+    sharded across the ranks, each layer's update is solved on rank 0 and broadcast, and every rank
+    applies it: the same weights everywhere."""
     layers = sorted(hparams.layers)
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers must be distinct, got {list(hparams.layers)}")
     moments = Moments.resolve(stats, model, tok, hparams)
+    adapter = get_adapter(model)
+    moments_on_every_rank(moments, layers, adapter)
     n = len(requests)
     z_layer = layers[-1]
-    templates = context_templates(model, tok, hparams.context_template_length_params)
-    tgt = optimise_targets(model, tok, requests, z_layer, "out", templates, hparams)
+    templates = shared_object(context_templates(model, tok, hparams.context_template_length_params))
+    tgt = optimise_targets(model, tok, requests, z_layer, "out", templates, hparams, shard=True)
     Z = tgt.init.to(torch.float64) + tgt.delta.to(torch.float64)  # (n, d)
     traces = [RequestTrace(index=i, loss_curve=tgt.loss_curves[i]) for i in range(n)]
     warnings: list[str] = []
     total_sq, conds, per_layer = 0.0, [], {}
-    adapter = get_adapter(model)
     clock = {"keys": 0.0, "solve": 0.0, "apply": 0.0}  # seconds, for the time split benchmarks report
-    for i, layer in enumerate(tqdm(layers, desc=f"{method} layers", disable=not progress)):
-        norm = adapter.post_mlp_norm(layer)
-        bare = templates.index("{}") if norm is not None and "{}" in templates else None
-        t0 = time.perf_counter()
-        K, X = keys_and_bare_output(model, tok, requests, layer, templates, norm is not None, bare)
-        H = residual_at(model, tok, requests, z_layer)  # (n, d), current weights
-        R = (Z - H).T / (len(layers) - i)  # (d, n)
-        t1 = time.perf_counter()
-        clock["keys"] += t1 - t0
-        try:
-            if norm is not None:  # Gemma: the residual change R must be made through the post-MLP norm
-                R = through_post_norm(norm, X, R.T).T
-            if method == "memit":
-                V = moments.solve(layer, K, scale=hparams.mom2_update_weight, ridge=hparams.update_norm_lambda,
-                                  extra=K @ K.T, warnings=warnings)
-                U = R
-            else:
-                C0inv_K = moments.solve(layer, K, scale=hparams.mom2_update_weight, ridge=hparams.update_norm_lambda,
-                                        warnings=warnings)  # (m, n)
-                D = K.T @ C0inv_K  # (n, n)
-                if n > 1:
-                    D = D + hparams.emmet_lambda * torch.eye(n, dtype=torch.float64)
-                DinvT_Rt, cond_d = _solve_small(D.T, R.T, warnings, layer)  # D^-T R^T = (R D^-1)^T
-                U, V = DinvT_Rt.T, C0inv_K
-                conds.append(cond_d)
-        except FloatingPointError as exc:
-            raise EditError(f"{method} batch of {n} ({requests[0].ref}, ...): {exc}") from exc
-        conds.append(moments.last_condition)
-        if not (torch.isfinite(U).all() and torch.isfinite(V).all()):
-            raise EditError(f"{method} batch of {n} ({requests[0].ref}, ...): non-finite update at layer {layer}")
+    bar = tqdm(layers, desc=f"{method} layers", disable=not distributed.progress_enabled(progress))
+    for i, layer in enumerate(bar):
+        (U, V), info = on_main(lambda i=i: _layer_update(model, tok, requests, hparams, moments, method, templates,
+                                                         layers, i, Z, adapter))
+        conds += info["conds"]
+        warnings += info["warnings"]
+        clock["keys"] += info["keys"]
+        clock["solve"] += info["solve"]
         # ||U V^T||_F^2 = trace((U^T U)(V^T V)), without forming the d x m matrix
-        sq = float(((U.T @ U) * (V.T @ V)).sum())
-        total_sq += sq
+        total_sq += float(((U.T @ U) * (V.T @ V)).sum())
         per_layer[layer] = (U, V)
         t2 = time.perf_counter()
-        clock["solve"] += t2 - t1
         apply(layer, U, V)
         clock["apply"] += time.perf_counter() - t2
     for tr in traces:

@@ -42,6 +42,11 @@ The authors' defaults: lr = 1e-6, ridge 1 (an identity hard-coded in their code;
 groups of 10. State entries (float64, CPU): ``ultraedit.norm.{m}x{d}.n`` (a 0-d count),
 ``.mean`` and ``.m2`` (m + d each); `run` replaces them with new tensors, never writes into them.
 A lifelong run is ``Editor.edit(requests, mode="sequential", batch_size=100)``: each chunk a turn.
+
+Under torchrun (a collective edit, `common.collective`) the groups' captures are split across the
+ranks and gathered in order (each group's rows are the same whichever rank captures them), and the
+statistics and shifts are computed on rank 0 and broadcast (`common.on_main`): every rank applies
+the same update and keeps the same state.
 """
 
 from __future__ import annotations
@@ -56,11 +61,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from golden_fast.edit.common import ApplyFn, EditError, RequestTrace
+from golden_fast import distributed
+from golden_fast.edit.common import ApplyFn, EditError, RequestTrace, collective, on_main, shared_work
 from golden_fast.edit.moments import ILL_CONDITIONED
 from golden_fast.edit.registry import EditorSpec, register
 from golden_fast.gradients import grad_pass, no_param_grads, parts_of, scored_sequence
 from golden_fast.models import get_adapter
+from golden_fast.models.placement import execution_device
 from golden_fast.tokens import target_span
 
 __all__ = ["EPS", "UltraEditConfig", "capture_rows", "norm_keys", "ridge_factors", "ultraedit_updates",
@@ -197,26 +204,28 @@ def ridge_factors(K: torch.Tensor, V: torch.Tensor, ridge: float) -> tuple[torch
     return X.T.contiguous(), torch.eye(m, dtype=K.dtype, device=K.device), cond, fell_back
 
 
-def ultraedit_updates(
-    model, tok, requests: Sequence, hparams: UltraEditConfig, stats, apply: ApplyFn, progress: bool = True,
-    state: dict | None = None,
-) -> list[RequestTrace]:
-    """Compute and apply one UltraEdit turn; `state` holds the running normalisation of each
-    down-projection shape and gets the new statistics (new tensors) when the turn is done."""
-    state = {} if state is None else state
-    layers = sorted(int(x) for x in hparams.layers)
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"layers must be distinct, got {list(hparams.layers)}")
-    adapter = get_adapter(model)
-    for layer in layers:
-        adapter.block(layer)  # range check with a clear message
-    n = len(requests)
-    t0 = time.perf_counter()
-    groups, nll = capture_rows(model, tok, requests, layers, int(hparams.group_size), progress=progress)
-    targets_seconds = time.perf_counter() - t0
+def _capture_shared(model, tok, requests: Sequence, layers: list[int], group_size: int, progress: bool):
+    """`capture_rows`, its groups split across the ranks of a collective edit and gathered in order."""
+    if not collective():
+        return capture_rows(model, tok, requests, layers, group_size, progress=progress)
+    device = execution_device(model)
 
-    t1 = time.perf_counter()
-    # 1. every group's rows update the running statistics, before any shift is computed
+    def work(mine: list[int]) -> list[tuple]:
+        out = []
+        for g in mine:
+            chunk = requests[g * group_size : (g + 1) * group_size]
+            (rows,), nll = capture_rows(model, tok, chunk, layers, group_size)
+            out.append(({layer: (K.cpu(), G.cpu()) for layer, (K, G) in rows.items()}, nll))
+        return out
+
+    every = shared_work(math.ceil(len(requests) / group_size), work)
+    groups = [{layer: (K.to(device), G.to(device)) for layer, (K, G) in rows.items()} for rows, _ in every]
+    return groups, [x for _, nll in every for x in nll]
+
+
+def _running_norms(groups: list, layers: list[int], state: dict) -> dict:
+    """{(m, d): (count, mean, M2)}: the state's running statistics, updated by every group's rows of every
+    layer (groups in order, layers ascending within a group)."""
     norms: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     for grp in groups:
         for layer in layers:
@@ -234,8 +243,11 @@ def ultraedit_updates(
                     raise EditError(f"ultraedit: state {km} has shape {tuple(norms[shape][1].shape)}, "
                                     f"expected ({width},)")
             norms[shape] = update_norm_stats(*norms[shape], torch.cat([K, G], 1))
+    return norms
 
-    # 2. per layer, the shifts of all the call's rows and the ridge fit
+
+def _shifts(groups: list, layers: list[int], norms: dict, hparams, n: int, first_ref: str):
+    """({layer: (U, W)}, conditions, warnings, ||update||²): the ridge fit of every layer's shifts."""
     warnings: list[str] = []
     total_sq, conds, per_layer = 0.0, [], {}
     for layer in layers:
@@ -255,9 +267,46 @@ def ultraedit_updates(
         if fell_back:
             warnings.append(f"layer {layer}: Cholesky of {what} failed; solved with a pseudo-inverse")
         if not (torch.isfinite(U).all() and torch.isfinite(W).all()):
-            raise EditError(f"ultraedit batch of {n} ({requests[0].ref}, ...): non-finite update at layer {layer}")
+            raise EditError(f"ultraedit batch of {n} ({first_ref}, ...): non-finite update at layer {layer}")
         total_sq += float(((U.T @ U) * (W.T @ W)).sum())
         per_layer[layer] = (U, W)
+    return per_layer, conds, warnings, total_sq
+
+
+def _solve(groups: list, layers: list[int], state: dict, hparams, n: int, first_ref: str):
+    """(tensors, info) for `on_main`: every layer's (U, W) then every shape's (count, mean, M2)."""
+    norms = _running_norms(groups, layers, state)
+    per_layer, conds, warnings, total_sq = _shifts(groups, layers, norms, hparams, n, first_ref)
+    tensors = [t for layer in layers for t in per_layer[layer]] + [t for v in norms.values() for t in v]
+    return tensors, {"shapes": list(norms), "conds": conds, "warnings": warnings, "total_sq": total_sq}
+
+
+def ultraedit_updates(
+    model, tok, requests: Sequence, hparams: UltraEditConfig, stats, apply: ApplyFn, progress: bool = True,
+    state: dict | None = None,
+) -> list[RequestTrace]:
+    """Compute and apply one UltraEdit turn; `state` holds the running normalisation of each
+    down-projection shape and gets the new statistics (new tensors) when the turn is done."""
+    state = {} if state is None else state
+    layers = sorted(int(x) for x in hparams.layers)
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers must be distinct, got {list(hparams.layers)}")
+    adapter = get_adapter(model)
+    for layer in layers:
+        adapter.block(layer)  # range check with a clear message
+    n = len(requests)
+    t0 = time.perf_counter()
+    groups, nll = _capture_shared(model, tok, requests, layers, int(hparams.group_size),
+                                  distributed.progress_enabled(progress))
+    targets_seconds = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    # 1. every group's rows update the running statistics, before any shift is computed;
+    # 2. per layer, the shifts of all the call's rows and the ridge fit
+    tensors, info = on_main(lambda: _solve(groups, layers, state, hparams, n, requests[0].ref))
+    per_layer = {layer: (tensors[2 * i], tensors[2 * i + 1]) for i, layer in enumerate(layers)}
+    rest = tensors[2 * len(layers):]
+    norms = {shape: tuple(rest[3 * i : 3 * i + 3]) for i, shape in enumerate(info["shapes"])}
     solve_seconds = time.perf_counter() - t1
 
     for layer in layers:
@@ -269,9 +318,9 @@ def ultraedit_updates(
 
     traces = [RequestTrace(index=i) for i in range(n)]
     for tr in traces:
-        tr.update_norm = math.sqrt(max(total_sq, 0.0))
-        tr.condition = max(conds) if conds else None
-        tr.warnings = list(warnings)
+        tr.update_norm = math.sqrt(max(info["total_sq"], 0.0))
+        tr.condition = max(info["conds"]) if info["conds"] else None
+        tr.warnings = list(info["warnings"])
         tr.extras["nll"] = nll[tr.index]
     traces[0].extras["layer_updates"] = per_layer
     traces[0].extras["targets_seconds"] = targets_seconds
