@@ -143,6 +143,7 @@ def driver(args: argparse.Namespace) -> int:
     from golden_fast.fileio import append_jsonl
 
     prov = _common.provenance("cpu")
+    run_id = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     out = _common.RESULTS / "scale_out" / f"{args.model}.jsonl"
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -152,10 +153,11 @@ def driver(args: argparse.Namespace) -> int:
                 got = _launch(args, stage, n, Path(d))
                 base = base or got
                 same = _close(base["summary"], got["summary"], args.rtol)
-                row = {"bench": "scale_out", "stage": stage, "processes": n, "seconds": round(got["seconds"], 3),
+                row = {"bench": "scale_out", "run": run_id, "stage": stage, "processes": n,
+                       "seconds": round(got["seconds"], 3),
                        "speedup_vs_1": round(base["seconds"] / got["seconds"], 3), "work": got["work"],
                        "same_result_as_1": same, "wall_with_startup": round(got["wall_with_startup"], 2),
-                       "threads_per_process": 1, "load_average": os.getloadavg(), **prov}
+                       "threads_per_process": 1, **prov, "load_average": round(os.getloadavg()[0], 2)}
                 rows.append(row)
                 print(f"{stage:6s} {n} process(es): {got['seconds']:8.2f} s  x{row['speedup_vs_1']:.2f}  "
                       f"{'same result' if same else 'RESULT DIFFERS'}", flush=True)
@@ -164,6 +166,35 @@ def driver(args: argparse.Namespace) -> int:
         append_jsonl(out, row)
     print(f"rows appended to {out}")
     return 0
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table of one run: per stage, seconds per process count and the ratio to 1 process."""
+    counts = sorted({r["processes"] for r in rows})
+    head = "| stage | work | " + " | ".join(f"{n} process{'es' if n > 1 else ''}, s" for n in counts)
+    head += " | " + " | ".join(f"{n} vs 1" for n in counts if n > 1) + " | same result |"
+    lines = [head, "|---|---|" + "---:|" * (2 * len(counts) - 1) + "---|"]
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        by = {r["processes"]: r for r in rows if r["stage"] == stage}
+        work = ", ".join(f"{v} {k}" for k, v in by[counts[0]]["work"].items())
+        secs = " | ".join(f"{by[n]['seconds']:.1f}" for n in counts)
+        ratios = " | ".join(f"{by[n]['speedup_vs_1']:.2f}x" for n in counts if n > 1)
+        same = "yes" if all(by[n]["same_result_as_1"] for n in counts) else "NO"
+        lines.append(f"| {stage} | {work} | {secs} | {ratios} | {same} |")
+    r0 = rows[0]
+    return "\n".join(lines) + f"\n\n{r0['device']}, commit {r0['commit']}, load average at the start " \
+        f"{r0['load_average']:.2f}."
+
+
+def last_run(path: Path) -> list[dict[str, Any]]:
+    """The rows of the last run (its start time; rows written without one: its commit)."""
+    from golden_fast.fileio import read_jsonl
+
+    rows = list(read_jsonl(path))
+    if not rows:
+        raise SystemExit(f"{path}: no rows")
+    key = "run" if "run" in rows[-1] else "commit"
+    return [r for r in rows if r.get(key) == rows[-1][key]]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -183,6 +214,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--brute-steps", type=int, default=10, help="brute force: R-ROME v* steps")
     p.add_argument("--rtol", type=float, default=1e-3,
                    help="results equal within this, relative to a vector's largest entry")
+    p.add_argument("--table", action="store_true", help="print the last run's table as Markdown")
+    p.add_argument("--write", action="store_true", help="with --table: fill the README's scale-out section")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -196,6 +229,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.table:
+        import _common
+
+        text = markdown(last_run(_common.RESULTS / "scale_out" / f"{args.model}.jsonl"))
+        print(text)
+        if args.write:
+            _common.replace_section(HERE.parent / "README.md", "scale-out-table", text)
+        return 0
     return worker(args) if args.worker else driver(args)
 
 
