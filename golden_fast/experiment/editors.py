@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from golden_fast import distributed
 from golden_fast.edit import Editor
 from golden_fast.edit.editor import SharedOverrides
 from golden_fast.edit.registry import get_editor
@@ -71,7 +72,8 @@ def _single(model, tok, facts, keys, pre, suites, method, layer, hp, moments, gr
                    "update_norm": res.traces[0].update_norm if res.traces else None,
                    "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", []) or []}),
                    "metrics": post.by_request().get(0, {})}
-            append_jsonl(path, row)
+            if distributed.is_main():  # the ranks edit and judge the same fact together: one row
+                append_jsonl(path, row)
             rows[row["key"]] = row
 
         if progress:
@@ -101,7 +103,9 @@ def _batch(model, tok, facts, keys, pre, suites, method, layer, hp, moments, pat
         done = {"method": method, "layer": layer, "keys": list(keys), "seconds": seconds, "peak": mem.to_dict(),
                 "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", []) or []}),
                 "metrics": [by.get(i, {}) for i in range(len(facts))]}
-        write_json(path, done)
+        if distributed.is_main():
+            write_json(path, done)
+        distributed.barrier()
     return EditorLayerResult(method, layer, done["keys"], done["metrics"], float(done["seconds"]), done.get("peak"),
                              done.get("warnings", []))
 

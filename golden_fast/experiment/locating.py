@@ -52,9 +52,12 @@ def _scores(path: Path) -> LayerScores | None:
 
 
 def _save(scores: LayerScores, path: Path) -> None:
+    from golden_fast import distributed
     from golden_fast.fileio import write_json
 
-    write_json(path, scores.to_dict())
+    if distributed.is_main():  # every rank holds the same scores: one writes them
+        write_json(path, scores.to_dict())
+    distributed.barrier()
 
 
 def run_lga(
@@ -124,12 +127,15 @@ def run_cma(
     except ValueError as exc:  # every proxy fact skipped: say so in the report rather than stop the study
         if "skipped" not in str(exc):
             raise
+        from golden_fast import distributed
         from golden_fast.fileio import write_json
 
-        out.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
-        err.write_text(str(exc))
-        write_json(err_settings, want)
+        if distributed.is_main():
+            out.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+            err.write_text(str(exc))
+            write_json(err_settings, want)
+        distributed.barrier()
         print(f"CMA chose no layer: {exc}", flush=True)
         return None
     err.unlink(missing_ok=True)

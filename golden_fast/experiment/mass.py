@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from golden_fast import distributed
 from golden_fast.edit import EditJournal, Editor, apply_journal
 from golden_fast.edit.editor import SharedOverrides
 from golden_fast.evaluate import EvalReport, evaluate
@@ -96,7 +97,9 @@ def run_batch_curve(
                          "targets_reused_seconds": reused_s,
                          "eval_seconds": eval_s, "peak": mem.to_dict(), "summary": summary_of(post),
                          "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", []) or []})}
-                write_json(path, point)
+                if distributed.is_main():  # every rank made the same shared edit: one writes it
+                    write_json(path, point)
+                distributed.barrier()
             points.append(point)
         curves[method] = points
     return curves
@@ -165,7 +168,8 @@ def run_sequential_curve(
             with measure_peak() as mem:
                 res = ed.edit(segment, mode="sequential")
             edit_s = time.perf_counter() - t0
-            res.journal.save(folder / f"journal-{stop:05d}", overwrite=True)
+            if distributed.is_main():
+                res.journal.save(folder / f"journal-{stop:05d}", overwrite=True)
             t1 = time.perf_counter()
             post = evaluate(model, tok, list(pool[:stop]), pre=pre, suites=suites)
             eval_s = time.perf_counter() - t1
@@ -175,7 +179,9 @@ def run_sequential_curve(
                           "cum_edit_seconds": cum, "eval_seconds": eval_s, "peak": mem.to_dict(),
                           "update_norm": norm, "summary": summary_of(post),
                           "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", []) or []})})
-            write_json(folder / "curve.json", curve)  # the point is recorded: its journal is now kept
+            if distributed.is_main():
+                write_json(folder / "curve.json", curve)  # the point is recorded: its journal is now kept
+            distributed.barrier()
             if bar is not None:
                 bar.update(stop - done)
                 rw = curve[-1]["summary"].get("rewrite_acc", {}).get("mean")

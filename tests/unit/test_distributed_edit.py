@@ -281,3 +281,26 @@ def test_cli_in_two_ranks_prints_and_writes_on_rank_0_only(home):
     assert {"exp/meta.json", "exp/split.json", "exp/config.json", "exp/timings.json", "exp/report.html",
             "exp/report.md", "exp/results.json"} <= set(r0["files"])
     assert r1["files"] == []
+
+
+def _study_in_ranks(out: str) -> int:
+    from golden_fast.cli import main
+
+    return main(["experiment", "--model", "tiny-llama", "--data", "builtin", "--quick", "--parts",
+                 "lga,editors,mass-batch", "--mass-layers", "1,2", "--batch-sizes", "4", "--out", out, "--no-progress",
+                 "--threads", "1"])
+
+
+def test_study_parts_in_two_ranks_write_each_result_once(home):
+    """Two ranks share one results folder: every row of the editors part is there once, every file whole."""
+    from golden_fast.fileio import read_json, read_jsonl
+
+    out = home / "study"
+    assert run_ranks(_study_in_ranks, 2, str(out), env={"GOLDEN_FAST_HOME": str(home / "home")}) == [0, 0]
+    rows = [r for p in sorted(out.rglob("*.jsonl")) for r in read_jsonl(p)]
+    assert rows, "the editors part wrote no rows"
+    for p in sorted(out.rglob("*.jsonl")):
+        keys = [r["key"] for r in read_jsonl(p) if "key" in r]
+        assert len(keys) == len(set(keys)), f"{p}: a row written twice"
+    assert read_json(out / "locate" / "lga-down.json") is not None
+    assert sorted(out.glob("mass/*.json")) or sorted(out.glob("mass/**/*.json"))
