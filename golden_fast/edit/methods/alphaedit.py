@@ -40,9 +40,8 @@ from golden_fast.edit.config import MEMITConfig
 from golden_fast.edit.context import context_templates
 from golden_fast.edit.keys import keys_at_subject
 from golden_fast.edit.methods.memit import (
-    keys_and_bare_output,
+    keys_and_share,
     moments_on_every_rank,
-    residual_at,
     through_post_norm,
 )
 from golden_fast.edit.moments import ILL_CONDITIONED, Moments
@@ -104,15 +103,11 @@ def _projection(moments: Moments, layer: int, dim: int, rel_threshold: float) ->
 def _layer_update(model, tok, requests, hparams, moments, state, templates, layers, i, Z, adapter):
     """((U (d, n), V (m, n)), info) of layer `layers[i]` on the current weights; info holds the
     condition, warnings, null-space rank and seconds (for the ranks that did not compute it)."""
-    n, layer, z_layer = len(requests), layers[i], layers[-1]
+    n, layer = len(requests), layers[i]
     warnings: list[str] = []
-    norm = adapter.post_mlp_norm(layer)
-    bare = templates.index("{}") if norm is not None and "{}" in templates else None
     t0 = time.perf_counter()
-    K, X = keys_and_bare_output(model, tok, requests, layer, templates, norm is not None, bare)  # (m, n)
+    K, X, R, norm = keys_and_share(model, tok, requests, templates, layers, i, Z, adapter)  # K (m, n), R (d, n)
     m = K.shape[0]
-    H = residual_at(model, tok, requests, z_layer)  # (n, d), current weights
-    R = (Z - H).T / (len(layers) - i)  # (d, n)
     t1 = time.perf_counter()
     try:
         if norm is not None:  # Gemma: the residual change R must be made through the post-MLP norm

@@ -55,6 +55,18 @@ def keys_and_bare_output(model, tok, requests, layer, templates, want_output: bo
     return Kt.mean(1).to(torch.float64).T, Ot[:, bare].to(torch.float64)
 
 
+def keys_and_share(model, tok, requests, templates, layers, i, Z, adapter):
+    """(K (m, n), X (n, d) or None, R (d, n), the post-MLP norm or None) of layer `layers[i]` on the
+    current weights: the requests' keys, the down-projection's bare output when a post-MLP norm needs
+    it, and this layer's share of the residual change still to make at the last layer."""
+    layer, z_layer = layers[i], layers[-1]
+    norm = adapter.post_mlp_norm(layer)
+    bare = templates.index("{}") if norm is not None and "{}" in templates else None
+    K, X = keys_and_bare_output(model, tok, requests, layer, templates, norm is not None, bare)
+    H = residual_at(model, tok, requests, z_layer)  # (n, d), current weights
+    return K, X, (Z - H).T / (len(layers) - i), norm
+
+
 def through_post_norm(norm: torch.nn.Module, X: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     """The change of the down-projection's output that moves norm(X) by R, as nearly as an RMSNorm allows.
 
@@ -111,15 +123,11 @@ def moments_on_every_rank(moments: Moments, layers: Sequence[int], adapter) -> N
 def _layer_update(model, tok, requests, hparams, moments, method, templates, layers, i, Z, adapter):
     """((U (d, n), V (m, n)), info) of layer `layers[i]` on the current weights; info holds the
     conditions, warnings and seconds it took (so the ranks that did not compute it can report them)."""
-    n, layer, z_layer = len(requests), layers[i], layers[-1]
+    n, layer = len(requests), layers[i]
     warnings: list[str] = []
     conds: list[float] = []
-    norm = adapter.post_mlp_norm(layer)
-    bare = templates.index("{}") if norm is not None and "{}" in templates else None
     t0 = time.perf_counter()
-    K, X = keys_and_bare_output(model, tok, requests, layer, templates, norm is not None, bare)
-    H = residual_at(model, tok, requests, z_layer)  # (n, d), current weights
-    R = (Z - H).T / (len(layers) - i)  # (d, n)
+    K, X, R, norm = keys_and_share(model, tok, requests, templates, layers, i, Z, adapter)
     t1 = time.perf_counter()
     try:
         if norm is not None:  # Gemma: the residual change R must be made through the post-MLP norm
