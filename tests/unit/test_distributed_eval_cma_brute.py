@@ -5,23 +5,22 @@ number of processes."""
 from __future__ import annotations
 
 import json
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from _spawn_ranks import run_ranks
+from test_locate_brute import Fake  # the same deterministic custom method as the one-process tests
 
 from golden_fast import distributed as D
 from golden_fast.data import EditRequest, Probe
-from golden_fast.edit.base import RequestTrace
 from golden_fast.evaluate import evaluate
 from golden_fast.evaluate.perplexity import perplexity
 from golden_fast.locate import brute_force as bf
 from golden_fast.locate.brute_force import brute_force
 from golden_fast.locate.causal_trace import CMAConfig, causal_trace
-from golden_fast.models import get_adapter, load_model
+from golden_fast.models import load_model
 
 MODEL = "tiny-gpt2"  # one family everywhere: each spawned rank pays for one model import only
 SUITES = ("knowedit", "counterfact")
@@ -199,31 +198,6 @@ def _bf_requests() -> list[EditRequest]:
                     locality=(probe,))
         for i, (p, s, t, g) in enumerate(BF_FACTS)
     ]
-
-
-class Fake:
-    """A deterministic edit seeded by (subject, layer), so M depends on both; `fail_at` raises on
-    that call, as an interrupted run stops."""
-
-    __name__ = "fake"
-
-    def __init__(self, fail_at: int | None = None):
-        self.calls = 0
-        self.fail_at = fail_at
-
-    def __call__(self, model, tok, requests, hparams, stats, apply, progress=True):
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise KeyboardInterrupt
-        a = get_adapter(model)
-        layer = hparams.layers[0]
-        out = []
-        for i, req in enumerate(requests):
-            g = torch.Generator().manual_seed(zlib.crc32(f"{req.subject}/{layer}".encode()))
-            u, v = torch.randn(a.d_model, 1, generator=g) * 3, torch.randn(a.d_ff, 1, generator=g) * 3
-            apply(layer, u, v)
-            out.append(RequestTrace(index=i, loss_curve=[1.0], update_norm=float(u.norm() * v.norm())))
-        return out
 
 
 def _stop_rank1_after(n_rows: int) -> None:
