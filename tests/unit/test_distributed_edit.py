@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _spawn_ranks import run_ranks
+from _spawn_ranks import free_port, run_ranks
 
 from golden_fast import distributed as D
 from golden_fast.data import EditRequest
@@ -261,8 +261,12 @@ def _cli_in_ranks(root: str) -> dict:
     with contextlib.redirect_stdout(listing):  # a command that knows nothing of ranks prints on rank 0 only too
         rc_list = main(["models", "list"])
     kept = dist.is_initialized()  # a process group made by someone else is left alone
-    # as under torchrun: the command joins the process group itself, and destroys it at the end
+    # as under torchrun: the command joins the process group itself, and destroys it at the end.
+    # The new group meets on a new port: on the old one, a rank that got there first could find
+    # the other rank's old store still open and wait forever on its stale address.
+    port = D.broadcast_object(free_port() if D.is_main() else None)
     dist.destroy_process_group()
+    os.environ["MASTER_PORT"] = str(port)
     with contextlib.redirect_stdout(text):
         rc = main(["experiment", "--model", "tiny-llama", "--data", "builtin", "--quick", "--parts", "report",
                    "--out", "exp", "--no-progress", "--threads", "1"])
