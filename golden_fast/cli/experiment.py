@@ -11,8 +11,10 @@ small fact set shipped with the package.)
 Parts, in order (--parts picks some; a rerun with the same --out skips finished work and resumes
 brute force pair by pair, single edits fact by fact and the sequential curve at its last checkpoint):
   lga, cma          the layer LGA (signed / cosine / new_norm) and causal tracing choose on the proxy facts
+  hybrid            LGA's shortlist (its lga-down result), then trial edits of the proxy facts by the
+                    brute-force editor, cut by successive halving: its choice and its cost in edits
   brute-proxy       brute force on proxy facts: its choice
-  brute-test        brute force on test facts: the golden layer, sample-wise optima and their gap
+  brute-test        brute force on test facts: the golden layer and band, sample-wise optima and their gap
   editors           R-ROME / ROME (each fact alone, reverted) and EMMET (one batch) on the test facts
                     at every chosen layer
   mass-batch        EMMET and MEMIT on 10, 100, 1,000 facts: metrics, time, peak memory

@@ -15,9 +15,10 @@ from golden_fast.edit.registry import get_editor
 from golden_fast.evaluate.report import HEADLINE_METRICS
 from golden_fast.fileio import read_json, read_jsonl
 from golden_fast.locate import LayerScores
+from golden_fast.locate.band import GoldenBand, golden_band
 from golden_fast.locate.lga import VARIANTS
 
-__all__ = ["collect", "write_report"]
+__all__ = ["collect", "golden_band_of", "write_report"]
 
 
 def _single(method: str) -> bool:
@@ -55,7 +56,16 @@ def _brief(s: LayerScores) -> dict[str, Any]:
     if s.method == "cma":
         d["n_skipped"] = s.extra.get("n_skipped")
         d["skipped"] = s.extra.get("skipped")
+    if s.method == "hybrid":
+        d.update({k: s.extra.get(k) for k in ("cost", "shortlist", "ranking", "rounds", "stopped_early")})
     return d
+
+
+def golden_band_of(bt: LayerScores, n_boot: int) -> GoldenBand:
+    """The golden band of the brute-force grid on the test facts ("overall"; facts resampled)."""
+    bf = bt.extra["brute_force"]
+    M = np.array(bf["M"], dtype=np.float64)  # an absent metric (None) becomes NaN
+    return golden_band(M, bf["layers"], bf["metrics"], n_boot=n_boot)
 
 
 def _scores(path: Path) -> LayerScores | None:
@@ -101,18 +111,24 @@ def collect(ctx) -> dict[str, Any]:
     res["cma"] = _brief(cma) if cma is not None else None
     err = loc / "cma-error.txt"
     res["cma_error"] = err.read_text() if err.exists() else None
+    hy = _scores(loc / "hybrid.json")
+    res["hybrid"] = _brief(hy) if hy is not None else None
     bp, bt = _scores(loc / "brute-proxy.json"), _scores(loc / "brute-test.json")
     res["brute_proxy"] = _brief(bp) if bp is not None else None
     res["brute_test"] = _brief(bt) if bt is not None else None
     methods = chosen_layers(loc, config.thetas)
     res["chosen"] = methods
     res["golden"] = None
+    res["band"] = None
     res["editors"] = {}
     if bt is not None:
         G = bt.chosen
         res["golden"] = bt.extra["golden"] | {"test_golden_layer": G, "n_facts": bt.n_used}
+        band = golden_band_of(bt, config.n_boot)
+        res["band"] = band.to_dict()
         for m in methods.values():
             m["distance_to_test_golden"] = abs(int(m["layer"]) - G)
+            m["in_golden_band"] = int(m["layer"]) in band
         layers = sorted({int(m["layer"]) for m in methods.values()} | {G})
         found = _editor_results(ctx, layers)
         with_ref = dict(methods) | {_GOLDEN_LABEL: {"layer": G, "wall_time": None, "note": "brute force, test facts"}}
@@ -186,6 +202,12 @@ def _conventions(ctx) -> str:
         "vs golden: mean_i M(i, chosen) - mean_i M(i, G) on the same test facts, paired bootstrap 95% interval",
         "LGA: S_l = sum_i <grad old answer, grad new target> of the down-projection (paper: signed), Tukey fences "
         "k=1 (linear quartiles); cosine and new_norm are our variants from the same Gram products",
+        "hybrid: LGA's shortlist (signed, Tukey k=1, its 8 best kept layers), then successive halving with trial "
+        "edits of the proxy facts by the brute-force editor (4 facts per layer first, the better half kept, the facts "
+        "doubled; an early stop when the leader's paired bootstrap interval is above every other layer's); cost in "
+        "trial edits, wall time = LGA + the trial edits' compute",
+        "golden band: the layers l whose paired percentile-bootstrap interval of mean_i [M(i, G) - M(i, l)] on the "
+        "test facts (overall) contains 0 (golden_fast.locate.band); G is always in it",
         "CMA: ROME's causal tracing, restored MLP window around l at the subject's last token; indirect effect "
         "averaged over the facts used (answer='data' skips the facts the clean model gets wrong)",
         f"editors at a layer, on the first {ctx.config.editors_n or ctx.config.test_n} test facts: ROME / R-ROME edit "
@@ -194,6 +216,49 @@ def _conventions(ctx) -> str:
         "fact edited so far; time = editing only; peak memory = resident high-water mark during the editing",
     ]
     return "\n".join(lines)
+
+
+def _ratio(edits: int | None, brute: int | None) -> str:
+    return "-" if edits is None or not brute else f"{edits / brute:.3g}"
+
+
+def _chosen_rows(chosen: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    """The 'Chosen layers' rows: place, cost (time, edits) and golden-band membership of each method."""
+    brute = chosen.get("brute-force", {})
+    rows = []
+    for label, m in chosen.items():
+        speed = brute["wall_time"] / m["wall_time"] if brute.get("wall_time") and m.get("wall_time") else None
+        in_band = m.get("in_golden_band")
+        rows.append([label, m["layer"], m.get("distance_to_test_golden", "-"),
+                     "-" if in_band is None else ("yes" if in_band else "no"), m["n"], _num(m["wall_time"]),
+                     f"{speed:.1f}x" if speed else "-", _num(m.get("edits"), "d"),
+                     _ratio(m.get("edits"), brute.get("edits")), m["note"]])
+    return rows
+
+
+def _band_table(rep, band: dict[str, Any] | None) -> None:
+    if not band:
+        return
+    rows = [[layer, band["mean"][j], band["diff"][j], f"[{band['lo'][j]:+.3f}, {band['hi'][j]:+.3f}]",
+             "yes" if layer in band["band"] else "no"] for j, layer in enumerate(band["layers"])]
+    rep.table("Golden band (test facts)", ["layer", "mean overall", "golden - layer", "95% CI", "in band"], rows,
+              note=f"Golden layer {band['golden']}, band {band['band']} ({len(band['band'])} of "
+                   f"{len(band['layers'])} layers) on {band['n']} test facts: the layers whose paired "
+                   f"percentile-bootstrap interval ({band['n_boot']} resamples, {band['confidence']:.0%}) of the "
+                   "difference to the golden layer contains 0.")
+
+
+def _hybrid_text(hy: dict[str, Any], editor: str) -> str:
+    from golden_fast.locate.hybrid import rounds_table
+
+    c = hy["cost"]
+    return "\n".join([
+        f"shortlist (LGA signed, Tukey k=1, best first): {hy['shortlist']}",
+        rounds_table(hy["rounds"]),
+        f"chosen layer {hy['chosen']}: {c['edits']} trial edit(s) with {editor} on up to {hy['n_used']} proxy facts "
+        f"(full schedule {c['full_schedule_edits']}){'; stopped early' if hy['stopped_early'] else ''}; "
+        f"{hy['wall_time']:.1f} s (LGA {c['lga_seconds']:.1f} s, trial edits {c['pair_seconds']:.1f} s)",
+    ])
 
 
 def write_report(ctx):
@@ -231,16 +296,14 @@ def _write(ctx, figs: Path):
     chosen = res["chosen"]
     G = res["golden"]["test_golden_layer"] if res["golden"] else None
     if chosen:
-        rows = []
-        for label, m in chosen.items():
-            brute_t = chosen.get("brute-force", {}).get("wall_time")
-            speed = brute_t / m["wall_time"] if brute_t and m.get("wall_time") else None
-            rows.append([label, m["layer"], m.get("distance_to_test_golden", "-"), m["n"], _num(m["wall_time"]),
-                         f"{speed:.1f}x" if speed else "-", m["note"]])
         note = (f"Test golden layer: {G} (brute force with {config.brute_editor} on {res['golden']['n_facts']} "
-                "test facts)." if G is not None else "The test golden layer is not computed yet (brute-test part).")
-        rep.table("Chosen layers", ["method", "layer", "distance to test golden", "proxy facts", "wall s",
-                                    "speedup vs brute force", "note"], rows, note=note)
+                f"test facts); golden band {res['band']['band']} (see 'Golden band')." if G is not None
+                else "The test golden layer is not computed yet (brute-test part).")
+        note += (" edits: the trial edits (edit, evaluate, revert) a method makes on proxy facts; brute force: "
+                 "facts x layers; LGA and CMA edit nothing.")
+        rep.table("Chosen layers", ["method", "layer", "distance to test golden", "in golden band", "proxy facts",
+                                    "wall s", "speedup vs brute force", "edits", "edits / brute force", "note"],
+                  _chosen_rows(chosen), note=note)
         if res.get("goal"):
             g = res["goal"]
             sp = g["lga_speedup_vs_brute"]
@@ -270,6 +333,8 @@ def _write(ctx, figs: Path):
         rep.figure("CMA: average indirect effect per layer", cma.plot(figs / "cma.png"))
     elif res["cma_error"]:
         rep.text("Causal tracing (CMA)", f"CMA chose no layer (n_used 0): {res['cma_error']}")
+    if res["hybrid"]:
+        rep.pre("Hybrid locator (LGA shortlist, trial edits)", _hybrid_text(res["hybrid"], config.brute_editor))
     for which, label in (("proxy", "proxy facts: the brute-force choice"), ("test", "test facts: the golden layer")):
         s = _scores(ctx.locate_dir / f"brute-{which}.json")
         if s is not None:
@@ -296,6 +361,7 @@ def _write(ctx, figs: Path):
                 counts[layer] = counts.get(layer, 0) + 1
         rep.pre("Sample-wise optimal layers (overall): layer -> facts",
                 ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "-")
+        _band_table(rep, res["band"])
 
     # -- editors at the chosen layers
     if res["editors"]:
@@ -349,6 +415,9 @@ def _write(ctx, figs: Path):
     rows = []
     for theta, s in res["lga"].items():
         rows.append([f"LGA ({theta}, all variants)", _num(s["wall_time"]), f"{s['n_used']} proxy facts"])
+    if res["hybrid"]:
+        rows.append(["hybrid (LGA + trial edits)", _num(res["hybrid"]["wall_time"]),
+                     f"{res['hybrid']['cost']['edits']} trial edits"])
     if res["cma"]:
         rows.append(["CMA", _num(res["cma"]["wall_time"]), f"{res['cma']['n_used']} facts traced"])
     for key, label in (("brute_proxy", "brute force (proxy)"), ("brute_test", "brute force (test ground truth)")):

@@ -5,7 +5,8 @@ those change what every part measures (the model, the facts and their split, the
 hyperparameters, the locating options), so a results folder made with other values is refused
 rather than mixed. Sizes (brute-force subsets, mass-editing points) may grow between runs: every
 finished pair or point is kept and only the new ones are computed. LGA's and CMA's options may change
-too: only that method is recomputed (seconds to minutes), and the editors then also visit the new layer.
+too: only that method is recomputed (seconds to minutes; the hybrid locator follows LGA, its trial edits
+kept), and the editors then also visit the new layer.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 __all__ = ["CORE_FIELDS", "PARTS", "ExperimentConfig", "editor_choices", "quick_config"]
 
 #: the parts, in the order they run (each skips what it finished before)
-PARTS = ("lga", "cma", "brute-proxy", "brute-test", "editors", "mass-batch", "mass-sequential", "report")
+PARTS = ("lga", "hybrid", "cma", "brute-proxy", "brute-test", "editors", "mass-batch", "mass-sequential", "report")
 _THETAS = ("down", "mlp", "block")
 _SUITES = ("knowedit", "counterfact")
 
@@ -85,7 +86,8 @@ class ExperimentConfig:
         cma_samples, cma_answer, cma_window: causal tracing's noisy copies, traced answer ("data": the
             record's old answer, facts the model gets wrong skipped; "greedy": the model's own top
             token, nothing skipped) and restored window.
-        brute_editor: the editor of brute force (the sample-wise optimum is "for this editor").
+        brute_editor: the editor of brute force (the sample-wise optimum is "for this editor") and of the
+            hybrid locator's trial edits (on the proxy facts, at the layers LGA shortlists).
         editors: editors judged at each chosen layer on the test facts: ROME / R-ROME edit each fact
             alone (evaluated, then reverted); MEMIT / EMMET edit all test facts as one batch at
             that single layer.
@@ -103,7 +105,7 @@ class ExperimentConfig:
             (metrics over every fact edited so far, time, peak memory; the journal saved).
         mass_layer: layer of the sequential editors (None: the layer LGA chose, paper variant).
         mass_layers: layers of the batch editors (None: their preset's).
-        n_boot: bootstrap draws of every interval.
+        n_boot: bootstrap draws of every interval (the golden band's and the hybrid's early stop included).
         parts: the parts to run (see PARTS); finished work is skipped either way.
         progress: progress bars.
         quick: recorded when the sizes came from `quick_config`.

@@ -1,8 +1,11 @@
-"""The locating comparison (the paper's central one): LGA (each variant), causal tracing (CMA) and brute
-force choose a layer on the proxy facts; brute force on test facts gives the ground truth.
+"""The locating comparison (the paper's central one): LGA (each variant), the hybrid locator, causal
+tracing (CMA) and brute force choose a layer on the proxy facts; brute force on test facts gives the
+ground truth.
 
 Files, under one folder (bench/locate_compare.py uses the same layout):
   lga-<theta>.json         LayerScores of LGA (every variant inside; reselected, never recomputed)
+  hybrid-pairs/            the hybrid's trial edits (brute-force pairs, resumable pair by pair)
+  hybrid.json              LayerScores of the hybrid locator: LGA's shortlist, then successive halving
   cma.json                 LayerScores of causal tracing, or cma-error.txt when every fact was skipped
                            (its CMA options in cma-error.settings.json)
   brute-proxy/             brute-force pairs on the proxy facts (resumable pair by pair)
@@ -13,7 +16,7 @@ Files, under one folder (bench/locate_compare.py uses the same layout):
 Every run function skips work already on disk (LGA and CMA: unless it was made with other options; then
 that method alone is recomputed, so --cma-answer greedy can follow a run that skipped every fact). Wall
 times are the methods' own compute (LGA and CMA on the whole proxy split, brute force summed over its
-(fact, layer) pairs across resumed runs).
+(fact, layer) pairs across resumed runs, the hybrid LGA's plus its trial edits').
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ from golden_fast.locate import LayerScores
 from golden_fast.locate.brute_force import BruteForceResult, brute_force, brute_scores
 from golden_fast.locate.causal_trace import CMAConfig, causal_trace
 from golden_fast.locate.golden import layer_comparison, overall
+from golden_fast.locate.hybrid import (
+    EditScorer,
+    Halving,
+    HybridConfig,
+    full_schedule_edits,
+    lga_shortlist,
+    successive_halving,
+)
 from golden_fast.locate.lga import VARIANTS, LGAConfig, lga
 
 __all__ = [
@@ -40,6 +51,7 @@ __all__ = [
     "mean_ci",
     "run_brute",
     "run_cma",
+    "run_hybrid",
     "run_lga",
 ]
 
@@ -165,6 +177,104 @@ def run_brute(
     return res, s
 
 
+def run_hybrid(
+    model: nn.Module,
+    tok: Any,
+    proxy: Sequence[Any],
+    lga_scores: LayerScores,
+    editor: Any,
+    pairs: str | Path,
+    scores_path: str | Path,
+    config: HybridConfig | None = None,
+    progress: bool = True,
+) -> LayerScores:
+    """The hybrid locator on a finished LGA run: the shortlist of its paper variant (signed, Tukey k=1),
+    then successive halving with trial edits of the proxy facts by `editor` (pairs kept in `pairs`, so an
+    interrupted run resumes pair by pair). Skipped when `scores_path` holds a result of the same settings
+    made from the same LGA scores.
+
+    The result has the layout of `golden_fast.locate.hybrid.hybrid` (LGA is not run again here); its
+    wall time is LGA's plus the trial edits' own compute, read from the pairs file so that a resumed run
+    counts each pair once."""
+    config = config or HybridConfig()
+    ls = lga_scores.reselect("signed", tukey_k=1.0)
+    short = lga_shortlist(ls.layers, ls.scores, 1.0, config.shortlist)
+    settings = {"hybrid": dataclasses.asdict(config), "lga": ls.settings, "editor": _plain(editor)}
+    path = Path(scores_path)
+    s = _scores(path)
+    if (s is not None and _same(s.settings, settings) and s.extra.get("shortlist") == short
+            and s.extra.get("lga", {}).get("scores") == ls.scores):
+        return s
+    scorer = EditScorer(model, tok, proxy, editor, out=pairs, metric=config.metric, progress=progress)
+    hv = successive_halving(scorer, short, len(proxy), n0=config.n0, confidence=config.confidence,
+                            n_boot=config.n_boot, seed=config.seed, early_stop=config.early_stop,
+                            min_stop_facts=config.min_stop_facts)
+    s = _hybrid_scores(ls, hv, config, settings, scorer.pair_seconds, len(proxy))
+    _save(s, path)
+    cost = s.extra["cost"]
+    print(f"hybrid done: layer {s.chosen} from shortlist {short}, {cost['edits']} trial edit(s) in "
+          f"{len(hv.rounds)} round(s), {s.wall_time:.1f} s", flush=True)
+    return s
+
+
+def _plain(x: Any) -> Any:
+    """JSON-ready copy (editor overrides are a dict subclass)."""
+    return json.loads(json.dumps(x, default=str))
+
+
+def _hybrid_scores(
+    ls: LayerScores, hv: Halving, config: HybridConfig, settings: dict[str, Any], pair_seconds: float, n_requests: int
+) -> LayerScores:
+    """The hybrid's LayerScores from LGA's scores and the halving (the layout `hybrid.hybrid` returns)."""
+    short = hv.candidates
+    shown = sorted(short)
+    lga_score = dict(zip(ls.layers, ls.scores))
+    # a single candidate is chosen with no trial edit: its curve is LGA's one point
+    means = [lga_score[short[0]]] if len(short) == 1 else [hv.mean_of(layer) for layer in shown]
+    wall = ls.wall_time + pair_seconds
+    return LayerScores(
+        method="hybrid",
+        layers=shown,
+        scores=[float(x) for x in means],
+        variant=config.metric,
+        variants={config.metric: [float(x) for x in means], f"lga-{ls.variant}": [lga_score[x] for x in shown]},
+        chosen=hv.chosen,
+        top_k=hv.ranking[: config.top_k],
+        kept=[True] * len(shown),
+        fences=ls.fences,
+        filter=f"LGA {ls.variant} shortlist (top {config.shortlist} after {ls.filter})",
+        wall_time=wall,
+        settings=settings,
+        n_requests=n_requests,
+        n_used=max((rd.n_facts for rd in hv.rounds), default=0),
+        extra={
+            "cost": {
+                "edits": hv.n_edits,
+                "seconds": wall,
+                "lga_seconds": ls.wall_time,
+                "halving_seconds": hv.seconds,
+                "pair_seconds": pair_seconds,
+                "full_schedule_edits": full_schedule_edits(len(short), config.n0, n_requests),
+            },
+            "shortlist": short,
+            "ranking": hv.ranking,
+            "rounds": [dataclasses.asdict(rd) for rd in hv.rounds],
+            "stopped_early": hv.stopped_early,
+            "pairs": hv.to_dict()["values"],
+            "lga": {
+                "layers": ls.layers,
+                "scores": ls.scores,
+                "variant": ls.variant,
+                "kept": ls.kept,
+                "fences": list(ls.fences) if ls.fences else None,
+                "chosen": ls.chosen,
+                "wall_time": ls.wall_time,
+            },
+            "requests": ls.extra.get("requests"),
+        },
+    )
+
+
 def _same(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     """Whether a stored result was made with `wanted` (its settings may hold more keys)."""
     norm = lambda v: json.loads(json.dumps(v, default=str))  # tuples vs lists after a JSON round trip
@@ -172,7 +282,8 @@ def _same(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
 
 
 def chosen_layers(out: str | Path, thetas: Sequence[str] = ("down",)) -> dict[str, dict[str, Any]]:
-    """Method label -> {"layer", "wall_time", "n", "note", ...} for every finished locating part."""
+    """Method label -> {"layer", "wall_time", "n", "family", "edits", "note", ...} for every finished locating
+    part ("edits": the trial edits it made, the cost brute force is counted in: LGA and CMA make none)."""
     out = Path(out)
     found: dict[str, dict[str, Any]] = {}
     for theta in thetas:
@@ -188,6 +299,7 @@ def chosen_layers(out: str | Path, thetas: Sequence[str] = ("down",)) -> dict[st
                 "wall_time": s.wall_time,
                 "n": s.n_used,
                 "family": "lga",
+                "edits": 0,
                 "note": f"Tukey k=1 dropped {dropped}" if dropped else "Tukey k=1 dropped none",
             }
         raw = s.reselect("signed", tukey_k=None)
@@ -196,8 +308,12 @@ def chosen_layers(out: str | Path, thetas: Sequence[str] = ("down",)) -> dict[st
             "wall_time": s.wall_time,
             "n": s.n_used,
             "family": "lga",
+            "edits": 0,
             "note": "signed score, no Tukey filter",
         }
+    s = _scores(out / "hybrid.json")
+    if s is not None:
+        found["hybrid"] = _hybrid_entry(s)
     s = _scores(out / "cma.json")
     if s is not None:
         found["cma"] = {
@@ -205,6 +321,7 @@ def chosen_layers(out: str | Path, thetas: Sequence[str] = ("down",)) -> dict[st
             "wall_time": s.wall_time,
             "n": s.n_used,
             "family": "cma",
+            "edits": 0,
             "n_skipped": s.extra["n_skipped"],
             "note": f"{s.extra['n_skipped']} of {s.n_requests} proxy facts skipped (clean model wrong); "
             f"answer={s.settings.get('answer')}",
@@ -216,9 +333,24 @@ def chosen_layers(out: str | Path, thetas: Sequence[str] = ("down",)) -> dict[st
             "wall_time": s.wall_time,
             "n": s.n_used,
             "family": "brute",
+            "edits": s.n_used * len(s.layers),
             "note": f"{s.n_used} proxy facts x {len(s.layers)} layers",
         }
     return found
+
+
+def _hybrid_entry(s: LayerScores) -> dict[str, Any]:
+    cost, rounds = s.extra["cost"], s.extra["rounds"]
+    return {
+        "layer": s.chosen,
+        "wall_time": s.wall_time,
+        "n": s.n_used,
+        "family": "hybrid",
+        "edits": int(cost["edits"]),
+        "rounds": len(rounds),
+        "note": f"LGA shortlist {s.extra['shortlist']}, then {cost['edits']} trial edits in {len(rounds)} round(s)"
+        + (" (stopped early)" if s.extra.get("stopped_early") else ""),
+    }
 
 
 def mean_ci(x: np.ndarray, n_boot: int, seed: int = 0) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Layout of the output folder:
   meta.json, config.json   the settings that must not change on resumption, and the last run's config
   split.json               proxy / test / pool facts (keys), checked on every run
   pre.json                 the unedited model's evaluation of the pool (locality reference)
-  locate/                  LGA, CMA, brute force (golden_fast.experiment.locating)
+  locate/                  LGA, the hybrid locator, CMA, brute force (golden_fast.experiment.locating)
   editors/                 each editor at each chosen layer (golden_fast.experiment.editors)
   mass/                    the mass-editing curves (golden_fast.experiment.mass)
   timings.json             session seconds of each part, summed over runs
@@ -132,6 +132,23 @@ def _part_lga(ctx: Context) -> str:
     return ", ".join(f"{t}: layer {s.chosen}" for t, s in found.items())
 
 
+def _part_hybrid(ctx: Context) -> str:
+    from golden_fast.experiment.locating import run_hybrid, run_lga
+    from golden_fast.locate.hybrid import HybridConfig
+
+    c = ctx.config
+    # the shortlist comes from LGA's down-projection run: the lga part's result, reused when it was
+    # made with these options
+    lga_down = run_lga(ctx.model, ctx.tok, ctx.facts.proxy, ctx.layers, ctx.locate_dir, ("down",), c.lga_batch_size,
+                       c.lga_old_answer, progress=c.progress)["down"]
+    s = run_hybrid(ctx.model, ctx.tok, ctx.facts.proxy, lga_down, ctx.editor_spec(), ctx.locate_dir / "hybrid-pairs",
+                   ctx.locate_dir / "hybrid.json", HybridConfig(n_boot=c.n_boot), progress=c.progress)
+    cost = s.extra["cost"]
+    return (f"layer {s.chosen} from LGA's shortlist {s.extra['shortlist']}; {cost['edits']} trial edit(s) in "
+            f"{len(s.extra['rounds'])} round(s) (brute force: {len(ctx.facts.proxy)} x {len(ctx.layers)}), "
+            f"{s.wall_time:.1f} s")
+
+
 def _part_cma(ctx: Context) -> str:
     from golden_fast.experiment.locating import run_cma
     from golden_fast.locate.causal_trace import CMAConfig
@@ -170,8 +187,8 @@ def eval_layers(ctx: Context) -> tuple[list[int], int | None]:
     golden = LayerScores.from_json(truth_path).chosen if truth_path.exists() else None
     chosen = {int(m["layer"]) for m in chosen_layers(ctx.locate_dir, ctx.config.thetas).values()}
     if not chosen and golden is None:
-        raise ValueError("the editors part needs a chosen layer: run a locating part (lga, cma, brute-proxy, "
-                         "brute-test) first")
+        raise ValueError("the editors part needs a chosen layer: run a locating part (lga, hybrid, cma, "
+                         "brute-proxy, brute-test) first")
     return sorted(chosen | ({golden} if golden is not None else set())), golden
 
 
@@ -260,6 +277,7 @@ def _part_report(ctx: Context) -> str:
 
 _RUN = {
     "lga": _part_lga,
+    "hybrid": _part_hybrid,
     "cma": _part_cma,
     "brute-proxy": lambda ctx: _part_brute(ctx, "proxy"),
     "brute-test": lambda ctx: _part_brute(ctx, "test"),

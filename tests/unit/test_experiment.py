@@ -51,7 +51,7 @@ def test_whole_experiment_writes_the_report(env):
     res = run_experiment(_config(out), model=model, tok=tok)
 
     # every part ran, in order, and the model is bitwise as it was (every edit reverted or restored)
-    assert list(res["parts"]) == ["lga", "cma", "brute-proxy", "brute-test", "editors", "mass-batch",
+    assert list(res["parts"]) == ["lga", "hybrid", "cma", "brute-proxy", "brute-test", "editors", "mass-batch",
                                   "mass-sequential", "report"]
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -77,7 +77,8 @@ def test_whole_experiment_writes_the_report(env):
     layers = r["candidate_layers"]
     assert layers == [0, 1, 2, 3]
     chosen = r["chosen"]
-    assert {"lga-down-signed (paper)", "lga-down-cosine", "lga-down-new_norm", "cma", "brute-force"} <= set(chosen)
+    assert {"lga-down-signed (paper)", "lga-down-cosine", "lga-down-new_norm", "hybrid", "cma",
+            "brute-force"} <= set(chosen)
     # CMA with the greedy answer uses every proxy fact; the counts are reported
     assert r["cma"]["n_used"] + r["cma"]["n_skipped"] == 6 and r["cma"]["n_skipped"] == 0
     assert "6 of 6 proxy facts used, 0 skipped" in md

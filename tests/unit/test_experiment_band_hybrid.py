@@ -1,0 +1,167 @@
+"""The study's golden band (from the brute-force grid on the test facts) and its hybrid locator part:
+the band in results.json and in the report's tables, the hybrid's layer and cost among the chosen layers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import golden_fast.experiment.locating as locating
+from golden_fast.edit import Editor
+from golden_fast.experiment import PARTS, ExperimentConfig, quick_config, run_experiment
+from golden_fast.experiment.assemble import collect, write_report
+from golden_fast.experiment.facts import load_facts
+from golden_fast.experiment.runner import Context
+from golden_fast.locate import LayerScores
+from golden_fast.locate.band import golden_band
+from golden_fast.locate.brute_force import BruteForceResult, brute_scores
+from golden_fast.locate.hybrid import HybridConfig
+from golden_fast.models import load_model
+
+LAYERS = [0, 1, 2, 3]
+METRICS = ["rewrite_acc", "locality"]
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("GOLDEN_FAST_HOME", str(tmp_path / "home"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model is far faster on one thread on a busy machine
+    yield tmp_path
+    torch.set_num_threads(threads)
+
+
+def _grid(overall: np.ndarray) -> np.ndarray:
+    """M[fact, layer, metric] whose per-fact overall is `overall`; fact 0 lacks locality (None on disk)."""
+    M = np.repeat(overall[:, :, None], len(METRICS), axis=2)
+    M[0, :, 1] = np.nan
+    return M
+
+
+def _brute(M: np.ndarray, tag: str, n_boot: int) -> LayerScores:
+    n = M.shape[0]
+    res = BruteForceResult(M, LAYERS, METRICS, [f"{tag}{i}" for i in range(n)], [f"case:{tag}{i}" for i in range(n)],
+                           np.full((n, len(LAYERS)), 0.5), {"method": "r-rome"}, 0.0)
+    return brute_scores(res, n_boot=n_boot)
+
+
+def _test_grid() -> np.ndarray:
+    """12 test facts: layer 2 best, layer 1 as good within noise (paired differences of both signs),
+    layers 0 and 3 clearly worse: golden layer 2, band [1, 2]."""
+    base = 0.6 + 0.02 * (np.arange(12) % 3)
+    wobble = np.where(np.arange(12) % 2 == 0, 0.05, -0.04)
+    overall = np.stack([base - 0.3, base - wobble, base, base - 0.4 - 0.01 * (np.arange(12) % 2)], axis=1)
+    return _grid(overall)
+
+
+class _Lookup:
+    """Stands in for EditScorer: a fixed score per layer, a little per-fact variation."""
+
+    table = {0: 0.2, 1: 0.3, 2: 0.5, 3: 0.9}
+
+    def __init__(self, *a, **k):
+        self.pair_seconds = 1.5
+
+    def __call__(self, i: int, layer: int) -> float:
+        return self.table[layer] + 0.01 * (i % 2)
+
+
+def test_band_in_results_and_report_from_a_synthetic_grid(env, monkeypatch):
+    config = quick_config(model="tiny-llama", data="builtin", out=str(env / "study"), n_boot=300, progress=False)
+    out = env / "study"
+    loc = out / "locate"
+    loc.mkdir(parents=True)
+    M = _test_grid()
+    (loc / "brute-test.json").write_text(_brute(M, "t", config.n_boot).to_json())
+    proxy = _grid(np.tile([0.1, 0.8, 0.4, 0.2], (3, 1)))  # brute force on 3 proxy facts chooses layer 1
+    (loc / "brute-proxy.json").write_text(_brute(proxy, "p", config.n_boot).to_json())
+    # the hybrid: LGA's shortlist [3, 2, 1, 0], trial edits favour layer 3 (outside the band)
+    lga = LayerScores.build("lga", LAYERS, {"signed": [1.0, 2.0, 3.0, 4.0]}, "signed", tukey_k=1.0, top_k=1,
+                            wall_time=0.25, settings={"theta": "down"}, n_requests=6, n_used=6)
+    monkeypatch.setattr(locating, "EditScorer", _Lookup)
+    hy = locating.run_hybrid(None, None, list(range(6)), lga, {"method": "r-rome", "hparams": None},
+                             loc / "hybrid-pairs", loc / "hybrid.json", HybridConfig(n_boot=100), progress=False)
+    assert hy.chosen == 3 and hy.extra["shortlist"] == [3, 2, 1, 0]
+    assert hy.extra["cost"]["edits"] == 4 * 4 + 2 * 2  # 4 layers x 4 facts, then 2 layers x 2 new facts
+    assert hy.wall_time == pytest.approx(0.25 + 1.5)
+
+    ctx = Context(config, None, None, load_facts(config), LAYERS, out)
+    res = collect(ctx)
+    want = golden_band(M, LAYERS, METRICS, n_boot=config.n_boot)
+    assert res["band"] == want.to_dict()
+    assert want.golden == 2 and want.band == [1, 2] and want.n == 12
+    assert res["golden"]["test_golden_layer"] == 2
+    chosen = res["chosen"]
+    assert chosen["brute-force"]["in_golden_band"] is True and chosen["brute-force"]["edits"] == 12
+    assert chosen["hybrid"]["in_golden_band"] is False and chosen["hybrid"]["family"] == "hybrid"
+    assert chosen["hybrid"]["edits"] == 20 and "2 round(s)" in chosen["hybrid"]["note"]
+    assert res["hybrid"]["cost"]["edits"] == 20
+
+    md = write_report(ctx).markdown.read_text()
+    band_rows = _table(md, "Golden band (test facts)")
+    assert band_rows[0] == ["layer", "mean overall", "golden - layer", "95% CI", "in band"]
+    assert {int(r[0]): r[-1] for r in band_rows[1:]} == {0: "no", 1: "yes", 2: "yes", 3: "no"}
+    assert "Golden layer 2, band [1, 2] (2 of 4 layers) on 12 test facts" in md
+    head, *rows = _table(md, "Chosen layers")
+    assert head[:4] == ["method", "layer", "distance to test golden", "in golden band"]
+    assert head[-3:] == ["edits", "edits / brute force", "note"]
+    by = {r[0]: dict(zip(head, r)) for r in rows}
+    assert (by["brute-force"]["in golden band"], by["brute-force"]["edits"], by["brute-force"]["edits / brute force"]) \
+        == ("yes", "12", "1")
+    assert (by["hybrid"]["in golden band"], by["hybrid"]["edits"], by["hybrid"]["edits / brute force"]) \
+        == ("no", "20", "1.67")
+    assert "## Hybrid locator (LGA shortlist, trial edits)" in md
+
+
+def _table(md: str, title: str) -> list[list[str]]:
+    """The cells of the Markdown table under `## title` (header first, the separator dropped)."""
+    rows = []
+    for line in md.split(f"## {title}\n", 1)[1].splitlines()[1:]:  # a blank line follows the title
+        if not line.startswith("|"):
+            break
+        if not line.startswith("|---"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_hybrid_is_a_default_part_after_lga():
+    assert PARTS.index("hybrid") == PARTS.index("lga") + 1
+    assert "hybrid" in ExperimentConfig().parts and "hybrid" in quick_config().parts
+
+
+def test_quick_study_runs_the_hybrid_part_on_lga_results(env, monkeypatch):
+    model, tok = load_model("tiny-llama")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lga_calls = []
+    real_lga = locating.lga
+    monkeypatch.setattr(locating, "lga", lambda *a, **k: lga_calls.append(1) or real_lga(*a, **k))
+    out = env / "quick"
+    config = quick_config(model="tiny-llama", data="builtin", out=str(out), parts=("lga", "hybrid", "report"),
+                          progress=False)
+    res = run_experiment(config, model=model, tok=tok)
+    assert list(res["parts"]) == ["lga", "hybrid", "report"]
+    assert len(lga_calls) == 1  # the hybrid took the lga part's result
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    hy = LayerScores.from_json(out / "locate" / "hybrid.json")
+    assert hy.method == "hybrid" and hy.settings["editor"]["method"] == config.brute_editor
+    r = json.loads((out / "results.json").read_text())["results"]
+    m = r["chosen"]["hybrid"]
+    assert m["family"] == "hybrid" and m["layer"] == hy.chosen and m["layer"] in r["candidate_layers"]
+    assert m["edits"] == hy.extra["cost"]["edits"] > 0 and m["rounds"] == len(hy.extra["rounds"]) >= 1
+    assert f"{m['edits']} trial edits" in m["note"]
+    pairs = (out / "locate" / "hybrid-pairs" / "pairs.jsonl").read_text().splitlines()
+    assert len(pairs) == m["edits"]  # each trial edit once, on disk
+    md = (out / "report.md").read_text()
+    assert "## Hybrid locator (LGA shortlist, trial edits)" in md
+    assert any(line.startswith("| hybrid |") for line in md.splitlines())
+
+    # a rerun finds the hybrid done: no edit, no LGA, the same result
+    calls = []
+    monkeypatch.setattr(Editor, "edit", lambda *a, **k: calls.append(1))
+    run_experiment(config, model=model, tok=tok)
+    assert calls == [] and len(lga_calls) == 1
+    assert LayerScores.from_json(out / "locate" / "hybrid.json").to_dict() == hy.to_dict()
