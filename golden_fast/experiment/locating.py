@@ -36,9 +36,8 @@ from golden_fast.locate.causal_trace import CMAConfig, causal_trace
 from golden_fast.locate.golden import layer_comparison, overall
 from golden_fast.locate.hybrid import (
     EditScorer,
-    Halving,
     HybridConfig,
-    full_schedule_edits,
+    hybrid_scores,
     lga_shortlist,
     successive_halving,
 )
@@ -209,7 +208,8 @@ def run_hybrid(
     hv = successive_halving(scorer, short, len(proxy), n0=config.n0, confidence=config.confidence,
                             n_boot=config.n_boot, seed=config.seed, early_stop=config.early_stop,
                             min_stop_facts=config.min_stop_facts)
-    s = _hybrid_scores(ls, hv, config, settings, scorer.pair_seconds, len(proxy))
+    s = hybrid_scores(ls, hv, config, settings, n_requests=len(proxy), lga_seconds=ls.wall_time,
+                      wall_time=ls.wall_time + scorer.pair_seconds, pair_seconds=scorer.pair_seconds)
     _save(s, path)
     cost = s.extra["cost"]
     print(f"hybrid done: layer {s.chosen} from shortlist {short}, {cost['edits']} trial edit(s) in "
@@ -220,59 +220,6 @@ def run_hybrid(
 def _plain(x: Any) -> Any:
     """JSON-ready copy (editor overrides are a dict subclass)."""
     return json.loads(json.dumps(x, default=str))
-
-
-def _hybrid_scores(
-    ls: LayerScores, hv: Halving, config: HybridConfig, settings: dict[str, Any], pair_seconds: float, n_requests: int
-) -> LayerScores:
-    """The hybrid's LayerScores from LGA's scores and the halving (the layout `hybrid.hybrid` returns)."""
-    short = hv.candidates
-    shown = sorted(short)
-    lga_score = dict(zip(ls.layers, ls.scores))
-    # a single candidate is chosen with no trial edit: its curve is LGA's one point
-    means = [lga_score[short[0]]] if len(short) == 1 else [hv.mean_of(layer) for layer in shown]
-    wall = ls.wall_time + pair_seconds
-    return LayerScores(
-        method="hybrid",
-        layers=shown,
-        scores=[float(x) for x in means],
-        variant=config.metric,
-        variants={config.metric: [float(x) for x in means], f"lga-{ls.variant}": [lga_score[x] for x in shown]},
-        chosen=hv.chosen,
-        top_k=hv.ranking[: config.top_k],
-        kept=[True] * len(shown),
-        fences=ls.fences,
-        filter=f"LGA {ls.variant} shortlist (top {config.shortlist} after {ls.filter})",
-        wall_time=wall,
-        settings=settings,
-        n_requests=n_requests,
-        n_used=max((rd.n_facts for rd in hv.rounds), default=0),
-        extra={
-            "cost": {
-                "edits": hv.n_edits,
-                "seconds": wall,
-                "lga_seconds": ls.wall_time,
-                "halving_seconds": hv.seconds,
-                "pair_seconds": pair_seconds,
-                "full_schedule_edits": full_schedule_edits(len(short), config.n0, n_requests),
-            },
-            "shortlist": short,
-            "ranking": hv.ranking,
-            "rounds": [dataclasses.asdict(rd) for rd in hv.rounds],
-            "stopped_early": hv.stopped_early,
-            "pairs": hv.to_dict()["values"],
-            "lga": {
-                "layers": ls.layers,
-                "scores": ls.scores,
-                "variant": ls.variant,
-                "kept": ls.kept,
-                "fences": list(ls.fences) if ls.fences else None,
-                "chosen": ls.chosen,
-                "wall_time": ls.wall_time,
-            },
-            "requests": ls.extra.get("requests"),
-        },
-    )
 
 
 def _same(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

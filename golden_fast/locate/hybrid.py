@@ -39,6 +39,7 @@ __all__ = [
     "Round",
     "full_schedule_edits",
     "hybrid",
+    "hybrid_scores",
     "lga_shortlist",
     "rounds_table",
     "successive_halving",
@@ -465,7 +466,6 @@ def hybrid(
     """
     from golden_fast.locate.brute_force import _editor_spec
     from golden_fast.locate.lga import LGAConfig, lga
-    from golden_fast.locate.scores import LayerScores
 
     config = config or HybridConfig()
     lga_config = lga_config or LGAConfig()
@@ -486,12 +486,37 @@ def hybrid(
         early_stop=config.early_stop,
         min_stop_facts=config.min_stop_facts,
     )
-    shown = sorted(short)
-    lga_score = {layer: s for layer, s in zip(ls.layers, ls.scores)}
-    means = [hv.mean_of(layer) for layer in shown]
-    if len(short) == 1:  # no trial edit: the mean is LGA's score, the curve has one point
-        means = [lga_score[short[0]]]
     method, hparams, _ = _editor_spec(editor)
+    settings = {
+        "hybrid": dataclasses.asdict(config),
+        "lga": dataclasses.asdict(lga_config),
+        "editor": {"method": _label(method), "hparams": _label(hparams)},
+        "suites": list(suites),
+    }
+    return hybrid_scores(ls, hv, config, settings, n_requests=len(requests), lga_seconds=lga_seconds,
+                         wall_time=lga_seconds + hv.seconds, pair_seconds=scorer.pair_seconds)
+
+
+def hybrid_scores(
+    ls: Any,
+    hv: Halving,
+    config: HybridConfig,
+    settings: Mapping[str, Any],
+    *,
+    n_requests: int,
+    lga_seconds: float,
+    wall_time: float,
+    pair_seconds: float,
+):
+    """The hybrid's `LayerScores` from LGA's scores `ls` and the halving `hv` (the layout `hybrid`
+    documents); `wall_time` is LGA's seconds plus the trial edits' (a resumed run counts each pair once)."""
+    from golden_fast.locate.scores import LayerScores
+
+    short = hv.candidates
+    shown = sorted(short)
+    lga_score = dict(zip(ls.layers, ls.scores))
+    # a single candidate is chosen with no trial edit: its curve is LGA's one point
+    means = [lga_score[short[0]]] if len(short) == 1 else [hv.mean_of(layer) for layer in shown]
     return LayerScores(
         method="hybrid",
         layers=shown,
@@ -503,23 +528,18 @@ def hybrid(
         kept=[True] * len(shown),
         fences=ls.fences,
         filter=f"LGA {ls.variant} shortlist (top {config.shortlist} after {ls.filter})",
-        wall_time=lga_seconds + hv.seconds,
-        settings={
-            "hybrid": dataclasses.asdict(config),
-            "lga": dataclasses.asdict(lga_config),
-            "editor": {"method": _label(method), "hparams": _label(hparams)},
-            "suites": list(suites),
-        },
-        n_requests=len(requests),
+        wall_time=wall_time,
+        settings=dict(settings),
+        n_requests=n_requests,
         n_used=max((rd.n_facts for rd in hv.rounds), default=0),
         extra={
             "cost": {
                 "edits": hv.n_edits,
-                "seconds": lga_seconds + hv.seconds,
+                "seconds": wall_time,
                 "lga_seconds": lga_seconds,
                 "halving_seconds": hv.seconds,
-                "pair_seconds": scorer.pair_seconds,
-                "full_schedule_edits": full_schedule_edits(len(short), config.n0, len(requests)),
+                "pair_seconds": pair_seconds,
+                "full_schedule_edits": full_schedule_edits(len(short), config.n0, n_requests),
             },
             "shortlist": short,
             "ranking": hv.ranking,
