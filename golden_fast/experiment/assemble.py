@@ -100,8 +100,7 @@ def _editor_results(ctx, layers: list[int]) -> dict:
 
 def collect(ctx) -> dict[str, Any]:
     """Every finished part's results, JSON-ready (what results.json holds)."""
-    from golden_fast.experiment.editors import editor_matrix
-    from golden_fast.experiment.locating import chosen_layers, judge
+    from golden_fast.experiment.locating import chosen_layers
 
     config, loc = ctx.config, ctx.locate_dir
     res: dict[str, Any] = {"config": config.to_dict(), "data": ctx.facts.info(), "candidate_layers": ctx.layers}
@@ -132,26 +131,11 @@ def collect(ctx) -> dict[str, Any]:
         layers = sorted({int(m["layer"]) for m in methods.values()} | {G})
         found = _editor_results(ctx, layers)
         with_ref = dict(methods) | {_GOLDEN_LABEL: {"layer": G, "wall_time": None, "note": "brute force, test facts"}}
+        chose_golden = set(bt.extra["brute_force"]["keys"])
         for method in config.editors:
-            have = [layer for layer in layers if (method, layer) in found]
-            if set(have) != set(layers):
-                continue
-            M, metrics = editor_matrix(found, method, layers)
-            rows = judge(M, layers, metrics, G, with_ref, n_boot=config.n_boot)
-            per_layer = {layer: found[(method, layer)] for layer in layers}
-            for row in rows:
-                r = per_layer[int(row["layer"])]
-                row["edit_seconds"] = r.seconds
-                row["seconds_per_fact"] = r.seconds / max(1, len(r.keys)) if _single(method) else None
-                row["peak"] = r.peak
-            res["editors"][method] = {
-                "layers": layers,
-                "metrics": metrics,
-                "rows": rows,
-                "overall_by_layer": {int(layer): float(np.nanmean(_overall(M[:, j, :])))
-                                     for j, layer in enumerate(layers)},
-                "warnings": sorted({w for r in per_layer.values() for w in r.warnings}),
-            }
+            judged = _judged_editor(method, found, with_ref, G, chose_golden, config.n_boot)
+            if judged is not None:
+                res["editors"][method] = judged
         paper = next((m for k, m in methods.items() if k.endswith("(paper)")), None)
         brute = methods.get("brute-force")
         if paper is not None:
@@ -161,6 +145,50 @@ def collect(ctx) -> dict[str, Any]:
     res["mass"] = _mass(ctx)
     res["timings"] = read_json(ctx.out / "timings.json") or {}
     return res
+
+
+#: fewer test facts than this held apart from the ones that chose the golden layer: judge on all of them
+MIN_HELD_APART = 10
+
+
+def _judged_editor(method: str, found: dict, with_ref: dict, G: int, chose_golden: set[str],
+                   n_boot: int) -> dict[str, Any] | None:
+    """One editor's rows at every chosen layer it has results for (None when the golden layer has none).
+
+    The editor is judged on the test facts that did not choose the golden layer (brute-test's facts),
+    when at least MIN_HELD_APART of them are left; otherwise on all, and the result says so."""
+    from golden_fast.experiment.editors import editor_matrix
+    from golden_fast.experiment.locating import judge
+
+    if (method, G) not in found:
+        return None
+    present = {k: m for k, m in with_ref.items() if (method, int(m["layer"])) in found}
+    missing = sorted({f"{k} (layer {m['layer']})" for k, m in with_ref.items() if k not in present})
+    layers = sorted({int(m["layer"]) for m in present.values()})
+    M, metrics = editor_matrix(found, method, layers)
+    keys = found[(method, G)].keys
+    held = [i for i, k in enumerate(keys) if k not in chose_golden]
+    held_apart = len(held) >= MIN_HELD_APART
+    if held_apart:
+        M = M[held]
+    rows = judge(M, layers, metrics, G, present, n_boot=n_boot)
+    per_layer = {layer: found[(method, layer)] for layer in layers}
+    for row in rows:
+        r = per_layer[int(row["layer"])]
+        row["edit_seconds"] = r.seconds
+        row["seconds_per_fact"] = r.seconds / max(1, len(r.keys)) if _single(method) else None
+        row["peak"] = r.peak
+    return {
+        "layers": layers,
+        "metrics": metrics,
+        "rows": rows,
+        "overall_by_layer": {int(layer): float(np.nanmean(_overall(M[:, j, :]))) for j, layer in enumerate(layers)},
+        "warnings": sorted({w for r in per_layer.values() for w in r.warnings}),
+        "held_apart": held_apart,
+        "n_judged": int(M.shape[0]),
+        "n_chose_golden": len(keys) - len(held),
+        "not_edited_yet": missing,
+    }
 
 
 def _overall(M2: np.ndarray) -> np.ndarray:
@@ -372,9 +400,12 @@ def _write(ctx, figs: Path):
                     + [_diff(r["vs_golden"]), _num(r["edit_seconds"])] for r in e["rows"]]
             kind = "each fact edited alone, then reverted" if _single(method) else \
                 "all these facts as one batch at that single layer"
-            n_judged = e["rows"][0]["overall"]["n"] if e["rows"] else ctx.facts.info()["test_n"]
-            rep.table(f"{method} on {n_judged} test facts at each chosen layer ({kind})",
-                      header, rows, note="mean [95% bootstrap CI]" + (
+            apart = (f"held apart from the {e['n_chose_golden']} that chose the golden layer" if e["held_apart"]
+                     else f"including the {e['n_chose_golden']} that chose the golden layer (too few held apart)")
+            rep.table(f"{method} on {e['n_judged']} test facts at each chosen layer ({kind})",
+                      header, rows, note=f"mean [95% bootstrap CI]; test facts {apart}" + (
+                          f"; not edited at their layer yet: {', '.join(e['not_edited_yet'])}"
+                          if e["not_edited_yet"] else "") + (
                           f"; warnings: {'; '.join(e['warnings'][:3])}" if e["warnings"] else ""))
             means[method] = e["overall_by_layer"]
         marks: dict[int, list[str]] = {}

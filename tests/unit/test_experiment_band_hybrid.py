@@ -165,3 +165,64 @@ def test_quick_study_runs_the_hybrid_part_on_lga_results(env, monkeypatch):
     run_experiment(config, model=model, tok=tok)
     assert calls == [] and len(lga_calls) == 1
     assert LayerScores.from_json(out / "locate" / "hybrid.json").to_dict() == hy.to_dict()
+
+
+def _editor_rows(keys: list[str], rewrite: dict[str, float]) -> str:
+    return "\n".join(json.dumps({"key": k, "metrics": {"rewrite_acc": rewrite[k], "locality": 1.0}, "seconds": 1.0})
+                     for k in keys) + "\n"
+
+
+def test_editors_are_judged_on_test_facts_held_apart_from_the_golden_choice(env):
+    config = quick_config(model="tiny-llama", data="builtin", out=str(env / "study"), n_boot=200, progress=False)
+    config = ExperimentConfig(**{**config.to_dict(), "editors": ("r-rome",), "parts": ("report",)})
+    out = env / "study"
+    (out / "locate").mkdir(parents=True)
+    (out / "editors").mkdir()
+    keys = [f"case:{i}" for i in range(30)]
+    (out / "split.json").write_text(json.dumps({"proxy": [], "test": keys, "pool": []}))
+    # the first 12 test facts chose the golden layer 2 (brute-test); the other 18 are held apart
+    M = _test_grid()
+    res = BruteForceResult(M, LAYERS, METRICS, [f"r{i}" for i in range(12)], keys[:12],
+                           np.full((12, len(LAYERS)), 0.5), {"method": "r-rome"}, 0.0)
+    (out / "locate" / "brute-test.json").write_text(brute_scores(res, n_boot=config.n_boot).to_json())
+    proxy = _grid(np.tile([0.1, 0.8, 0.4, 0.2], (3, 1)))  # brute force on proxy facts chooses layer 1
+    (out / "locate" / "brute-proxy.json").write_text(_brute(proxy, "p", config.n_boot).to_json())
+    # r-rome at the golden layer 2: rewrite 0 on the facts that chose it, 1 on the held-apart ones;
+    # at layer 1: 1 on the first 12, 0 elsewhere. Judged on all 30 the two would be near; held apart, 2 wins.
+    at2 = {k: (0.0 if i < 12 else 1.0) for i, k in enumerate(keys)}
+    at1 = {k: (1.0 if i < 12 else 0.0) for i, k in enumerate(keys)}
+    (out / "editors" / "r-rome-L02.jsonl").write_text(_editor_rows(keys, at2))
+    (out / "editors" / "r-rome-L01.jsonl").write_text(_editor_rows(keys, at1))
+    ctx = Context(config, None, None, load_facts(config), LAYERS, out)
+    e = collect(ctx)["editors"]["r-rome"]
+    assert e["held_apart"] and e["n_judged"] == 18 and e["n_chose_golden"] == 12
+    rows = {r["method"]: r for r in e["rows"]}
+    assert rows["brute-force"]["layer"] == 1 and rows["brute-force"]["rewrite_acc"]["mean"] == 0.0
+    assert rows["brute-force"]["rewrite_acc"]["n"] == 18
+    golden = next(r for r in e["rows"] if r["layer"] == 2)
+    assert golden["rewrite_acc"]["mean"] == 1.0
+    assert e["not_edited_yet"] == []
+    md = write_report(ctx).markdown.read_text()
+    assert "r-rome on 18 test facts at each chosen layer" in md
+    assert "test facts held apart from the 12 that chose the golden layer" in md
+
+
+def test_a_locator_without_editor_results_leaves_the_others_judged(env):
+    config = quick_config(model="tiny-llama", data="builtin", out=str(env / "study"), n_boot=200, progress=False)
+    config = ExperimentConfig(**{**config.to_dict(), "editors": ("r-rome",), "parts": ("report",)})
+    out = env / "study"
+    (out / "locate").mkdir(parents=True)
+    (out / "editors").mkdir()
+    keys = [f"case:{i}" for i in range(14)]
+    (out / "split.json").write_text(json.dumps({"proxy": [], "test": keys, "pool": []}))
+    res = BruteForceResult(_test_grid(), LAYERS, METRICS, [f"r{i}" for i in range(12)], keys[:12],
+                           np.full((12, len(LAYERS)), 0.5), {"method": "r-rome"}, 0.0)
+    (out / "locate" / "brute-test.json").write_text(brute_scores(res, n_boot=config.n_boot).to_json())
+    proxy = _grid(np.tile([0.1, 0.2, 0.4, 0.8], (3, 1)))  # brute force on proxy facts chooses layer 3
+    (out / "locate" / "brute-proxy.json").write_text(_brute(proxy, "p", config.n_boot).to_json())
+    (out / "editors" / "r-rome-L02.jsonl").write_text(_editor_rows(keys, dict.fromkeys(keys, 1.0)))
+    e = collect(Context(config, None, None, load_facts(config), LAYERS, out))["editors"]["r-rome"]
+    # 2 facts held apart: too few, so all 14 are judged, and the layer-3 locator waits for its edits
+    assert not e["held_apart"] and e["n_judged"] == 14
+    assert e["not_edited_yet"] == ["brute-force (layer 3)"]
+    assert [r["layer"] for r in e["rows"]] == [2]
