@@ -160,3 +160,20 @@ def replace_section(path: Path, name: str, text: str) -> None:
     head, rest = old.split(start, 1)
     _, tail = rest.split(end, 1)
     atomic_write(path, f"{head}{start}\n{text.strip()}\n{end}{tail}")
+
+
+def run_or_table(out: Path, table_only: bool, run: Callable[[], Any], table: Callable[[Any], str],
+                 threads: int) -> int:
+    """A study script's main: print the saved result's table (`table_only`), or run on `threads`
+    threads, write the result to `out` atomically and print its table."""
+    from golden_fast.fileio import read_json, write_json
+
+    if table_only:
+        print(table(read_json(out)))
+        return 0
+    torch.set_num_threads(threads)
+    res = run()
+    write_json(out, res)
+    print(table(res))
+    print(f"results: {out}")
+    return 0

@@ -56,7 +56,6 @@ from golden_fast.edit.target_cache import (  # noqa: E402
     weights_fingerprint,
 )
 from golden_fast.edit.values import optimise_targets  # noqa: E402
-from golden_fast.fileio import read_json, write_json  # noqa: E402
 from golden_fast.models import home, load_model  # noqa: E402
 
 
@@ -166,16 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     name = Path(args.data).stem.split("-")[0]  # the folder bench/mass_edit.py writes to
     out = Path(args.out) if args.out else _common.RESULTS / "mass" / f"{args.model}-{name}" / "capacity.json"
-    if args.table:
-        print(markdown_table(read_json(out) or []))
-        return 0
-    torch.set_num_threads(args.threads)
-    rows = run(args)
-    write_json(out, rows)
-    print(markdown_table(rows))
-    print(f"results: {out}")
-    return 0
-
+    return _common.run_or_table(out, args.table, lambda: run(args), lambda rows: markdown_table(rows or []),
+                                args.threads)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,7 +37,6 @@ from golden_fast.edit import Editor  # noqa: E402
 from golden_fast.edit.moments import Moments  # noqa: E402
 from golden_fast.edit.target_cache import TargetCache, reuse_targets  # noqa: E402
 from golden_fast.evaluate import evaluate  # noqa: E402
-from golden_fast.fileio import read_json, write_json  # noqa: E402
 from golden_fast.models import home, load_model  # noqa: E402
 
 METRICS = ("rewrite_acc", "rephrase_acc", "locality")
@@ -164,16 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", action="store_true", help="print the saved comparison as markdown and stop")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else _common.RESULTS / "stats_corpus" / f"{args.model}.json"
-    if args.table:
-        print(markdown_table(read_json(out)))
-        return 0
-    torch.set_num_threads(args.threads)
-    res = run(args)
-    write_json(out, res)
-    print(markdown_table(res))
-    print(f"results: {out}")
-    return 0
-
+    return _common.run_or_table(out, args.table, lambda: run(args), markdown_table, args.threads)
 
 if __name__ == "__main__":
     raise SystemExit(main())
