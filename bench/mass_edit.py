@@ -165,7 +165,14 @@ def run_targets(args: argparse.Namespace, model, tok, out: Path) -> list[dict[st
     return []
 
 
+def _saved_chunks(folder: Path) -> list[int]:
+    """The facts edited at each saved journal (journal-<n>), ascending."""
+    return sorted(int(p.name.split("-")[1]) for p in folder.glob("journal-*") if p.name.split("-")[1].isdigit())
+
+
 def run_lifelong(args: argparse.Namespace, model, tok, out: Path) -> list[dict[str, Any]]:
+    """Lifelong editing in chunks of --chunk; a journal (with the editor's state) after every chunk, so an
+    interrupted run resumes at its last chunk; the metrics of all facts so far every --every facts."""
     facts = _facts(args, args.total)
     pre, ppl0 = _pre(model, tok, args, out, facts)
     rows = []
@@ -173,36 +180,46 @@ def run_lifelong(args: argparse.Namespace, model, tok, out: Path) -> list[dict[s
         folder = out / f"lifelong-{method}-c{args.chunk}"
         folder.mkdir(parents=True, exist_ok=True)
         curve: list[dict[str, Any]] = read_json(folder / "curve.json") or []
-        done = curve[-1]["edits"] if curve else 0
+        chunks: list[dict[str, Any]] = read_json(folder / "chunks.json") or []  # seconds and peak of each chunk
         ed = Editor(model, tok, method, hparams=_hparams(args, method), progress=False, revert_each=False)
         replayed = []
-        for point in curve:  # replay the saved checkpoints, bitwise, with the editor's state
-            journal = EditJournal.load(folder / f"journal-{point['edits']:05d}")
+        for n in _saved_chunks(folder):  # replay the saved chunks, bitwise, with the editor's state
+            journal = EditJournal.load(folder / f"journal-{n:05d}")
             replayed.append(apply_journal(model, journal))
             if journal.editor_state is not None:
                 ed.state.clear()
                 ed.state.update(journal.editor_state)
+        done = _saved_chunks(folder)[-1] if replayed else 0
+        last_point = curve[-1]["edits"] if curve else 0
         try:
-            for stop in range(done + args.every, args.total + 1, args.every):
-                segment = facts[done:stop]
+            while done < args.total:
+                stop = min(done + args.chunk, args.total)
                 t0 = time.perf_counter()
                 with measure_peak() as mem:
-                    res = ed.edit(segment, mode="sequential", batch_size=args.chunk)
+                    res = ed.edit(facts[done:stop], mode="sequential", batch_size=args.chunk)
                 wall = time.perf_counter() - t0
                 res.journal.save(folder / f"journal-{stop:05d}", overwrite=True)
+                chunks.append({"edits": stop, "seconds": wall, "peak": mem.to_dict()})
+                write_json(folder / "chunks.json", chunks)
+                done = stop
+                if done % args.every and done != args.total:
+                    continue
+                seg = [c for c in chunks if last_point < c["edits"] <= done]
                 t1 = time.perf_counter()
-                post = evaluate(model, tok, facts[:stop], pre=pre, suites=("knowedit",))
+                post = evaluate(model, tok, facts[:done], pre=pre, suites=("knowedit",))
                 eval_s = time.perf_counter() - t1
                 ppl = _ppl(model, tok, args)
-                cum = (curve[-1]["cum_edit_seconds"] if curve else 0.0) + wall
-                curve.append({"mode": "lifelong", "method": method, "edits": stop, "chunk": args.chunk,
-                              "layers": list(ed.layers), "edit_seconds": wall, "cum_edit_seconds": cum,
-                              "eval_seconds": eval_s, "peak": mem.to_dict(), "summary": _summary(post),
+                edit_s = sum(c["seconds"] for c in seg)
+                peak = max((c["peak"] for c in seg), key=lambda p: p.get("peak_mib") or 0.0)
+                curve.append({"mode": "lifelong", "method": method, "edits": done, "chunk": args.chunk,
+                              "layers": list(ed.layers), "edit_seconds": edit_s,
+                              "cum_edit_seconds": sum(c["seconds"] for c in chunks if c["edits"] <= done),
+                              "eval_seconds": eval_s, "peak": peak, "summary": _summary(post),
                               "perplexity_before": ppl0["perplexity"], "perplexity_after": ppl["perplexity"],
                               "threads": torch.get_num_threads(), "machine": _common.device_name()})
                 write_json(folder / "curve.json", curve)
                 _print_row(curve[-1])
-                done = stop
+                last_point = done
         finally:
             ed.revert()
             for live in reversed(replayed):
@@ -259,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=lambda s: [int(w) for w in s.split(",")], default=[100, 1000])
     p.add_argument("--total", type=int, default=2000, help="lifelong: facts in all")
     p.add_argument("--chunk", type=int, default=100, help="lifelong: facts per edit; targets: facts per save")
-    p.add_argument("--every", type=int, default=500, help="lifelong: facts between checkpoints")
+    p.add_argument("--every", type=int, default=500,
+                   help="lifelong: facts between evaluations (a journal is saved after every chunk)")
     p.add_argument("--layers", type=lambda s: [int(w) for w in s.split(",")], default=None,
                    help="edited layers for every method (default: each method's preset)")
     p.add_argument("--hparams", default=None, help='JSON overrides, e.g. {"ultraedit": {"lr": 1e-5}}')
