@@ -177,3 +177,33 @@ def run_or_table(out: Path, table_only: bool, run: Callable[[], Any], table: Cal
     print(table(res))
     print(f"results: {out}")
     return 0
+
+
+# ---- facts of the study scripts ------------------------------------------------------------------
+
+
+def add_fact_args(p: Any) -> None:
+    """--model, --data (default: CounterFact in the data folder) and --offset of an argparse parser."""
+    from golden_fast.data.location import data_dir
+
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--data", default=str((data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"))
+    p.add_argument("--offset", type=int, default=0)
+
+
+def first_facts(data: str, n: int, offset: int = 0) -> list:
+    """The first n valid records of `data` from `offset` (malformed ones skipped and counted); exits when
+    fewer are there."""
+    from golden_fast.data import validate
+
+    reqs, errors = validate(data, offset=offset)
+    if errors:
+        print(f"{data}: {len(errors)} malformed record(s) skipped, e.g. {errors[0]}", flush=True)
+    if len(reqs) < n:
+        raise SystemExit(f"{data} has only {len(reqs)} valid records after offset {offset}; {n} asked")
+    return list(reqs[:n])
+
+
+def mass_results_dir(model: str, data: str) -> Path:
+    """bench/results/mass/<model>-<data name>: the folder of the mass-editing studies of one fact file."""
+    return RESULTS / "mass" / f"{model}-{Path(data).stem.split('-')[0]}"

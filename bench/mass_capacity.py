@@ -40,8 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _common  # noqa: E402
 
-from golden_fast.data import validate  # noqa: E402
-from golden_fast.data.location import data_dir  # noqa: E402
 from golden_fast.edit import Editor  # noqa: E402
 from golden_fast.edit.context import context_templates  # noqa: E402
 from golden_fast.edit.keys import keys_at_subject  # noqa: E402
@@ -101,9 +99,7 @@ def layer_rows(K: torch.Tensor, R: torch.Tensor, C: torch.Tensor, alpha_cfg, mem
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     model, tok = load_model(args.model)
-    reqs, _ = validate(args.data, offset=args.offset)
-    n_max = max(args.sizes)
-    facts = list(reqs[:n_max])
+    facts = _common.first_facts(args.data, max(args.sizes), args.offset)
     alpha = Editor(model, tok, "alphaedit", hparams={"layers": args.layers} if args.layers else None)
     memit = Editor(model, tok, "memit", hparams={"layers": alpha.layers})
     hp, hm = alpha.hparams, memit.hparams
@@ -153,9 +149,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--data", default=str((data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"))
-    p.add_argument("--offset", type=int, default=0)
+    _common.add_fact_args(p)
     p.add_argument("--sizes", type=lambda s: [int(w) for w in s.split(",")], default=[100, 1000])
     p.add_argument("--layers", type=lambda s: [int(w) for w in s.split(",")], default=None)
     p.add_argument("--optimise", action="store_true", help="optimise the missing z instead of leaving facts out")
@@ -163,8 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("--table", action="store_true", help="print the saved rows as markdown and stop")
     args = p.parse_args(argv)
-    name = Path(args.data).stem.split("-")[0]  # the folder bench/mass_edit.py writes to
-    out = Path(args.out) if args.out else _common.RESULTS / "mass" / f"{args.model}-{name}" / "capacity.json"
+    out = Path(args.out) if args.out else _common.mass_results_dir(args.model, args.data) / "capacity.json"
     return _common.run_or_table(out, args.table, lambda: run(args), lambda rows: markdown_table(rows or []),
                                 args.threads)
 

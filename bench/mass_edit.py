@@ -39,8 +39,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-from golden_fast.data import validate  # noqa: E402
-from golden_fast.data.location import data_dir  # noqa: E402
 from golden_fast.edit import EditJournal, Editor, apply_journal  # noqa: E402
 from golden_fast.edit.target_cache import TargetCache, reuse_targets  # noqa: E402
 from golden_fast.evaluate import EvalReport, evaluate  # noqa: E402
@@ -54,13 +52,7 @@ SHOWN = ("rewrite_acc", "rephrase_acc", "locality")
 
 
 def _facts(args: argparse.Namespace, n: int) -> list:
-    """The first n valid records from --offset (malformed ones skipped, counted)."""
-    reqs, errors = validate(args.data, offset=args.offset)
-    if errors:
-        print(f"{args.data}: {len(errors)} malformed record(s) skipped, e.g. {errors[0]}", flush=True)
-    if len(reqs) < n:
-        raise SystemExit(f"{args.data} has only {len(reqs)} valid records after offset {args.offset}; {n} asked")
-    return list(reqs[:n])
+    return _common.first_facts(args.data, n, args.offset)
 
 
 def _summary(report: EvalReport) -> dict[str, Any]:
@@ -268,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=("batch", "lifelong", "targets", "table"),
                    help="targets: compute and save the z only; table: print the saved points as Markdown")
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--data", default=str((data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"))
-    p.add_argument("--offset", type=int, default=0)
+    _common.add_fact_args(p)
     p.add_argument("--methods", type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
                    default=["emmet", "memit", "alphaedit", "ultraedit"])
     p.add_argument("--sizes", type=lambda s: [int(w) for w in s.split(",")], default=[100, 1000])
@@ -288,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    name = Path(args.data).stem.split("-")[0]
-    out = Path(args.out or _common.RESULTS / "mass" / f"{args.model}-{name}")
+    out = Path(args.out) if args.out else _common.mass_results_dir(args.model, args.data)
     out.mkdir(parents=True, exist_ok=True)
     if args.mode == "table":
         print(markdown_table(out))

@@ -31,8 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _common  # noqa: E402
 
-from golden_fast.data import validate  # noqa: E402
-from golden_fast.data.location import data_dir  # noqa: E402
 from golden_fast.edit import Editor  # noqa: E402
 from golden_fast.edit.moments import Moments  # noqa: E402
 from golden_fast.edit.target_cache import TargetCache, reuse_targets  # noqa: E402
@@ -60,19 +58,18 @@ def paired_difference(a: list[float], b: list[float], n_boot: int = 2000, seed: 
             "n": int(x.size)}
 
 
-def _stats_seconds(model, tok, hp) -> float:
-    """Seconds to have C of the editor's layers in this run (near 0 when cached)."""
+def _load_stats(ed: Editor) -> float:
+    """Load C of the editor's layers once and hand it to the editor; the seconds it took in this run (near
+    0 when the cache held it)."""
     t0 = time.perf_counter()
-    moments = Moments.from_stats(model, tok, hp)
-    for layer in hp.layers:
-        moments.source(layer)
+    source = Moments.from_stats(ed.model, ed.tok, ed.hparams).source
+    ed.stats = Moments({layer: source(layer) for layer in ed.layers})
     return time.perf_counter() - t0
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     model, tok = load_model(args.model)
-    reqs, _ = validate(args.data, offset=args.offset)
-    facts = list(reqs[: max(args.rrome_n, args.emmet_n)])
+    facts = _common.first_facts(args.data, max(args.rrome_n, args.emmet_n), args.offset)
     pre = evaluate(model, tok, facts, suites=("knowedit",))
     store = home() / "targets" / f"{args.model}.safetensors"
     cache = TargetCache.load(store) if store.exists() else TargetCache()
@@ -83,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row: dict[str, Any] = {}
             rr = Editor(model, tok, "r-rome", hparams=dict(over, **({"layers": [args.layer]} if args.layer is not None
                                                                     else {})), progress=False)
-            row["stats_seconds_r-rome"] = _stats_seconds(model, tok, rr.hparams)
+            row["stats_seconds_r-rome"] = _load_stats(rr)
             t0 = time.perf_counter()
             values: dict[str, list[float]] = {m: [] for m in METRICS}
             for fact in facts[: args.rrome_n]:
@@ -95,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["r-rome"] = {"layer": list(rr.layers), "seconds": time.perf_counter() - t0, "per_fact": values}
             em = Editor(model, tok, "emmet", hparams=dict(over, **({"layers": args.layers} if args.layers else {})),
                         progress=False)
-            row["stats_seconds_emmet"] = _stats_seconds(model, tok, em.hparams)
+            row["stats_seconds_emmet"] = _load_stats(em)
             t0 = time.perf_counter()
             batch = facts[: args.emmet_n]
             res = em.edit(batch, mode="batch")
@@ -146,9 +143,7 @@ def markdown_table(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="smollm2-135m")
-    p.add_argument("--data", default=str((data_dir() or Path("data")) / "counterfact" / "counterfact-edit.json"))
-    p.add_argument("--offset", type=int, default=0)
+    _common.add_fact_args(p)
     p.add_argument("--corpora", type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
                    default=["model-sampled", "wikitext-2"])
     p.add_argument("--texts", type=int, default=320, help="texts per corpus (mom2_n_samples)")

@@ -224,8 +224,8 @@ def _plain(x: Any) -> Any:
 
 def _same(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     """Whether a stored result was made with `wanted` (its settings may hold more keys)."""
-    norm = lambda v: json.loads(json.dumps(v, default=str))  # tuples vs lists after a JSON round trip
-    return all(norm(stored.get(k)) == norm(v) for k, v in wanted.items())
+    # tuples vs lists after a JSON round trip
+    return all(_plain(stored.get(k)) == _plain(v) for k, v in wanted.items())
 
 
 def chosen_layers(out: str | Path, thetas: Sequence[str] = ("down",)) -> dict[str, dict[str, Any]]:
