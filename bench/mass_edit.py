@@ -182,6 +182,9 @@ def run_lifelong(args: argparse.Namespace, model, tok, out: Path) -> list[dict[s
                 ed.state.clear()
                 ed.state.update(journal.editor_state)
         done = _saved_chunks(folder)[-1] if replayed else 0
+        # what is recorded past the journals on disk (a checkout without them) is measured again
+        curve = [p for p in curve if p["edits"] <= done]
+        chunks = [c for c in chunks if c["edits"] <= done]
         last_point = curve[-1]["edits"] if curve else 0
         try:
             while done < args.total:

@@ -72,3 +72,18 @@ def test_a_stopped_lifelong_run_resumes_at_its_last_chunk(home, monkeypatch):
     assert _curve(home / "stopped") == whole
     chunks = json.loads((folder / "chunks.json").read_text())
     assert [c["edits"] for c in chunks] == [2, 4, 6] and all(c["seconds"] > 0 for c in chunks)
+
+
+def test_a_run_without_its_journals_measures_again_instead_of_appending(home):
+    """A checkout has the curve and the chunk times but not the journals (they are not versioned):
+    a rerun edits from the start and ends with the same curve, not with points twice."""
+    import shutil
+
+    assert mass_edit.main(_args(home / "run")) == 0
+    whole = _curve(home / "run")
+    folder = home / "run" / "lifelong-ultraedit-c2"
+    for j in folder.glob("journal-*"):
+        shutil.rmtree(j)
+    assert mass_edit.main(_args(home / "run")) == 0
+    assert _curve(home / "run") == whole
+    assert [c["edits"] for c in json.loads((folder / "chunks.json").read_text())] == [2, 4, 6]
