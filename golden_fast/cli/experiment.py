@@ -118,6 +118,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     for flag, (typ, text) in _OPTIONS.items():
         p.add_argument(flag, type=typ, default=None, help=text)
     add_threads_argument(p)
+    p.add_argument("--no-portability", action="store_true",
+                   help="editors part: no two-hop portability probes on the judged facts")
+    p.add_argument("--no-fluency", action="store_true",
+                   help="editors part: no sampled continuation (n-gram entropy) per judged fact")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -129,6 +133,7 @@ def config_from(args: argparse.Namespace):
     given = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag in _OPTIONS}
     given = {k: v for k, v in given.items() if v is not None}
     given.update(model=args.model, data=args.data, skip_invalid=args.skip_invalid, progress=not args.no_progress,
+                 portability=not args.no_portability, fluency=not args.no_fluency,
                  out=args.out or f"golden-fast-experiment-{args.model.replace('/', '_')}"
                  + ("-quick" if args.quick else ""))
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,9 @@ def collect(ctx) -> dict[str, Any]:
         for method in config.editors:
             judged = _judged_editor(method, found, with_ref, G, chose_golden, config.n_boot)
             if judged is not None:
+                flu = read_json(ctx.out / "editors" / "fluency-pre.json") or {}
+                values = [flu[k] for k in judged["judged_keys"] if k in flu]
+                judged["fluency_unedited"] = {"mean": float(np.mean(values)), "n": len(values)} if values else None
                 res["editors"][method] = judged
         paper = next((m for k, m in methods.items() if k.endswith("(paper)")), None)
         brute = methods.get("brute-force")
@@ -151,14 +155,23 @@ def collect(ctx) -> dict[str, Any]:
 MIN_HELD_APART = 10
 
 
+def held_apart(keys: Sequence[str], chose_golden: set[str]) -> tuple[list[int], bool]:
+    """(indices of the facts to judge on, whether they are held apart): the facts not among those
+    that chose the golden layer when at least MIN_HELD_APART are left, else all of them."""
+    held = [i for i, k in enumerate(keys) if k not in chose_golden]
+    if len(held) >= MIN_HELD_APART:
+        return held, True
+    return list(range(len(keys))), False
+
+
 def _judged_editor(method: str, found: dict, with_ref: dict, G: int, chose_golden: set[str],
                    n_boot: int) -> dict[str, Any] | None:
     """One editor's rows at every chosen layer it has results for (None when the golden layer has none).
 
     The editor is judged on the test facts that did not choose the golden layer (brute-test's facts),
     when at least MIN_HELD_APART of them are left; otherwise on all, and the result says so."""
-    from golden_fast.experiment.editors import editor_matrix
-    from golden_fast.experiment.locating import judge
+    from golden_fast.experiment.editors import EXTRA_METRICS, editor_matrix
+    from golden_fast.experiment.locating import judge, mean_ci
 
     if (method, G) not in found:
         return None
@@ -167,11 +180,15 @@ def _judged_editor(method: str, found: dict, with_ref: dict, G: int, chose_golde
     layers = sorted({int(m["layer"]) for m in present.values()})
     M, metrics = editor_matrix(found, method, layers)
     keys = found[(method, G)].keys
-    held = [i for i, k in enumerate(keys) if k not in chose_golden]
-    held_apart = len(held) >= MIN_HELD_APART
-    if held_apart:
-        M = M[held]
-    rows = judge(M, layers, metrics, G, present, n_boot=n_boot)
+    held, apart = held_apart(keys, chose_golden)
+    M = M[held]
+    core = [k for k, m in enumerate(metrics) if m not in EXTRA_METRICS]
+    extra = sorted((k for k, m in enumerate(metrics) if m in EXTRA_METRICS), key=lambda k: EXTRA_METRICS.index(metrics[k]))
+    rows = judge(M[:, :, core], layers, [metrics[k] for k in core], G, present, n_boot=n_boot)
+    for row in rows:
+        j = layers.index(int(row["layer"]))
+        for k in extra:
+            row[metrics[k]] = mean_ci(M[:, j, k], n_boot)
     per_layer = {layer: found[(method, layer)] for layer in layers}
     for row in rows:
         r = per_layer[int(row["layer"])]
@@ -180,15 +197,31 @@ def _judged_editor(method: str, found: dict, with_ref: dict, G: int, chose_golde
         row["peak"] = r.peak
     return {
         "layers": layers,
-        "metrics": metrics,
+        "metrics": [metrics[k] for k in core + extra],
         "rows": rows,
-        "overall_by_layer": {int(layer): float(np.nanmean(_overall(M[:, j, :]))) for j, layer in enumerate(layers)},
+        "overall_by_layer": {int(layer): float(np.nanmean(_overall(M[:, j, core])))
+                             for j, layer in enumerate(layers)},
         "warnings": sorted({w for r in per_layer.values() for w in r.warnings}),
-        "held_apart": held_apart,
+        "held_apart": apart,
         "n_judged": int(M.shape[0]),
-        "n_chose_golden": len(keys) - len(held),
+        "n_chose_golden": sum(1 for k in keys if k in chose_golden),
         "not_edited_yet": missing,
+        "judged_keys": [keys[i] for i in held],
     }
+
+
+def _extras_note(e: dict[str, Any]) -> str:
+    """What the portability and fluency columns are, with the unedited model's fluency."""
+    parts = []
+    if "portability" in e["metrics"]:
+        n = max((r["portability"]["n"] for r in e["rows"] if r.get("portability")), default=0)
+        parts.append(f"portability on the {n} judged facts with two-hop probes")
+    if "fluency" in e["metrics"]:
+        ref = e.get("fluency_unedited")
+        parts.append("fluency: n-gram entropy of a sampled continuation of the prompt"
+                     + (f" (unedited model {ref['mean']:.3f} on {ref['n']} facts)" if ref else ""))
+    return ("; " + "; ".join(parts) + "; overall is rewrite, rephrase and locality, as for the golden layer"
+            if parts else "")
 
 
 def _overall(M2: np.ndarray) -> np.ndarray:
@@ -405,7 +438,7 @@ def _write(ctx, figs: Path):
             rep.table(f"{method} on {e['n_judged']} test facts at each chosen layer ({kind})",
                       header, rows, note=f"mean [95% bootstrap CI]; test facts {apart}" + (
                           f"; not edited at their layer yet: {', '.join(e['not_edited_yet'])}"
-                          if e["not_edited_yet"] else "") + (
+                          if e["not_edited_yet"] else "") + _extras_note(e) + (
                           f"; warnings: {'; '.join(e['warnings'][:3])}" if e["warnings"] else ""))
             means[method] = e["overall_by_layer"]
         marks: dict[int, list[str]] = {}

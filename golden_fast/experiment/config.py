@@ -98,6 +98,13 @@ class ExperimentConfig:
             corpus texts for C, v* optimisation steps, context templates [(length, count), ...].
         suites: evaluation suites ("knowedit", "counterfact"); golden layers use "overall", the mean
             of the metrics present per fact.
+        portability: the editors part adds two-hop portability probes (`golden_fast.data.portability`:
+            CounterFact place relations the hand-written tables know) to the facts it judges, and
+            reports portability where a fact has probes.
+        fluency: the editors part also samples a continuation of each judged fact's prompt from the
+            edited model and reports its n-gram entropy (and the unedited model's, as reference).
+            Portability and fluency are reported beside "overall", never inside it, so the editors'
+            "overall" stays the golden layer's.
         batch_methods, batch_sizes: the mass-editing curve of the batch editors: one batch of each size
             (the first facts of the evaluation pool), evaluated, reverted.
         sequential_methods, sequential_n, sequential_every: the curve of sequential single-layer
@@ -139,6 +146,8 @@ class ExperimentConfig:
     v_steps: int | None = None
     templates: tuple[tuple[int, int], ...] | None = None
     suites: tuple[str, ...] = ("knowedit",)
+    portability: bool = True
+    fluency: bool = True
     batch_methods: tuple[str, ...] = ("emmet", "memit")
     batch_sizes: tuple[int, ...] = (10, 100, 1000)
     sequential_methods: tuple[str, ...] = ("r-rome", "rome")

@@ -9,6 +9,12 @@
 Locality is measured against the unedited model's predictions (`pre`, one report for the whole
 evaluation pool). Files: <folder>/<editor>-L<layer>.jsonl or .json, and meta.json (the settings; a
 folder made with other settings is refused).
+
+Portability and fluency (`EXTRA_METRICS`) are wanted only for the facts the tables judge (`extra_keys`):
+portability comes with the knowedit suite wherever a fact carries probes; fluency samples a continuation
+of the fact's prompt (`evaluate(fluency=True)`), and the unedited model's fluency on the same facts is
+kept in <folder>/fluency-pre.json as the reference. A ROME-style row that lacks a wanted metric is
+edited and judged again (its new row replaces the old one); a batch result is kept as it is.
 """
 
 from __future__ import annotations
@@ -31,7 +37,11 @@ from golden_fast.experiment.memory import measure_peak
 from golden_fast.fileio import append_jsonl, check_meta, read_json, read_jsonl, write_json
 from golden_fast.locate.brute_force import request_key
 
-__all__ = ["EditorLayerResult", "editor_matrix", "run_editors"]
+__all__ = ["EXTRA_METRICS", "EditorLayerResult", "editor_matrix", "pre_fluency", "run_editors"]
+
+#: reported beside "overall", never inside it: the editors' "overall" stays the golden layer's
+EXTRA_METRICS = ("portability", "fluency")
+
 
 @dataclasses.dataclass
 class EditorLayerResult:
@@ -55,16 +65,22 @@ def _single_editor(method: str) -> bool:
     return get_editor(method).single
 
 
+def _lacks(metrics: Mapping[str, Any], req: Any, fluency: bool) -> bool:
+    """Whether a judged fact's row lacks portability (the fact has probes) or fluency (asked for)."""
+    return (fluency and "fluency" not in metrics) or (bool(req.portability) and "portability" not in metrics)
+
+
 def _single(model, tok, facts, keys, pre, suites, method, layer, hp, moments, group_size, path: Path,
-            progress: bool) -> EditorLayerResult:
-    rows = {r["key"]: r for r in read_jsonl(path)}
-    todo = [i for i, k in enumerate(keys) if k not in rows]
+            progress: bool, extra: set[str], fluency: bool) -> EditorLayerResult:
+    rows = {r["key"]: r for r in read_jsonl(path)}  # a later row of a fact replaces an earlier one
+    todo = [i for i, k in enumerate(keys)
+            if k not in rows or (k in extra and _lacks(rows[k]["metrics"], facts[i], fluency))]
     if todo:
         ed = Editor(model, tok, method, layers=[layer], hparams=SharedOverrides(hp), stats=moments, progress=False)
 
         def record(j: int, req: Any, res: Any) -> None:
             # called while this fact's edit is applied; edit_each reverts it afterwards
-            post = evaluate(model, tok, [req], pre=pre, suites=suites)
+            post = evaluate(model, tok, [req], pre=pre, suites=suites, fluency=fluency and keys[todo[j]] in extra)
             # a v* from the study's cache (the other ROME variant's, brute force's) counts at its cost
             reused_s = sum(float(t.extras.get("targets_reused_seconds", 0.0)) for t in res.traces)
             row = {"key": keys[todo[j]], "ref": req.ref, "seconds": res.wall_time + reused_s,
@@ -86,7 +102,7 @@ def _single(model, tok, facts, keys, pre, suites, method, layer, hp, moments, gr
 
 
 def _batch(model, tok, facts, keys, pre, suites, method, layer, hp, moments, path: Path,
-           progress: bool) -> EditorLayerResult:
+           progress: bool, extra: set[str], fluency: bool) -> EditorLayerResult:
     done = read_json(path)
     if done is None or done.get("keys") != list(keys):
         ed = Editor(model, tok, method, layers=[layer], hparams=SharedOverrides(hp), stats=moments, progress=progress)
@@ -97,9 +113,15 @@ def _batch(model, tok, facts, keys, pre, suites, method, layer, hp, moments, pat
         seconds = time.perf_counter() - t0 + reused_s  # cached targets count at their cost
         try:
             post = evaluate(model, tok, facts, pre=pre, suites=suites)
+            sampled = [i for i, k in enumerate(keys) if k in extra] if fluency else []
+            flu = evaluate(model, tok, [facts[i] for i in sampled], pre=pre, suites=suites,
+                           fluency=True).by_request() if sampled else {}
         finally:
             res.revert()
         by = post.by_request()
+        for j, i in enumerate(sampled):
+            if "fluency" in flu.get(j, {}):
+                by.setdefault(i, {})["fluency"] = flu[j]["fluency"]
         done = {"method": method, "layer": layer, "keys": list(keys), "seconds": seconds, "peak": mem.to_dict(),
                 "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", []) or []}),
                 "metrics": [by.get(i, {}) for i in range(len(facts))]}
@@ -126,10 +148,15 @@ def run_editors(
     meta: Mapping[str, Any] | None = None,
     progress: bool = True,
     on_result: Callable[[EditorLayerResult], None] | None = None,
+    extra_keys: Sequence[str] | None = None,
+    fluency: bool = False,
 ) -> dict[tuple[str, int], EditorLayerResult]:
     """Every (editor, layer) on `facts`, skipping what `folder` already holds.
 
     Args:
+        extra_keys: the facts (request keys) whose portability and, with `fluency`, fluency are wanted
+            (None: every fact); see the module docstring.
+        fluency: sample a continuation per wanted fact and report its n-gram entropy.
         hparams: overrides every editor applies on top of its preset.
         moments: the second moments (a `Moments`) shared by every editor (None: each its own).
         meta: settings recorded in folder/meta.json (with the facts' keys and suites); a folder made
@@ -139,20 +166,40 @@ def run_editors(
     keys = [request_key(r) for r in facts]
     check_meta(folder, dict(meta or {}) | {"hparams": dict(hparams or {}), "suites": list(suites), "facts": keys},
                "editors-at-layers results")
+    extra = set(keys if extra_keys is None else extra_keys)
+    if fluency:
+        pre_fluency(model, tok, [r for r, k in zip(facts, keys) if k in extra], folder, suites)
     out: dict[tuple[str, int], EditorLayerResult] = {}
     for method in methods:
         for layer in layers:
             path = _path(folder, method, int(layer))
             if _single_editor(method):
                 r = _single(model, tok, facts, keys, pre, suites, method, int(layer), hparams or {}, moments,
-                            group_size, path, progress)
+                            group_size, path, progress, extra, fluency)
             else:
                 r = _batch(model, tok, facts, keys, pre, suites, method, int(layer), hparams or {}, moments,
-                           path, progress)
+                           path, progress, extra, fluency)
             out[(method, int(layer))] = r
             if on_result is not None:
                 on_result(r)
     return out
+
+
+def pre_fluency(model: nn.Module, tok: Any, facts: Sequence[Any], folder: str | Path,
+                suites: Sequence[str] = ("knowedit",)) -> dict[str, float]:
+    """The unedited model's fluency per fact (request key), kept in folder/fluency-pre.json; only the
+    facts missing there are sampled (call before any edit is applied)."""
+    path = Path(folder) / "fluency-pre.json"
+    stored: dict[str, float] = read_json(path) or {}
+    todo = [r for r in facts if request_key(r) not in stored]
+    if todo:
+        by = evaluate(model, tok, todo, suites=suites, fluency=True).by_request()
+        for i, r in enumerate(todo):
+            if "fluency" in by.get(i, {}):
+                stored[request_key(r)] = float(by[i]["fluency"])
+        if distributed.is_main():
+            write_json(path, stored)
+    return {request_key(r): stored[request_key(r)] for r in facts if request_key(r) in stored}
 
 
 def editor_matrix(results: Mapping[tuple[str, int], EditorLayerResult], method: str,

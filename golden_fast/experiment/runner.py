@@ -195,12 +195,23 @@ def eval_layers(ctx: Context) -> tuple[list[int], int | None]:
 def _part_editors(ctx: Context) -> str:
     from golden_fast.experiment.editors import run_editors
 
+    from golden_fast.experiment.assemble import held_apart
+    from golden_fast.locate.brute_force import request_key
+
     c = ctx.config
     layers, golden = eval_layers(ctx)
     test = ctx.facts.test[: c.editors_n]
+    if c.portability:
+        from golden_fast.data.portability import add_portability
+
+        test, _ = add_portability(test)
+    # portability and fluency for the facts the tables judge: those held apart from brute-test's
+    keys = [request_key(r) for r in test]
+    judged, _ = held_apart(keys, {request_key(r) for r in ctx.facts.test[: c.test_brute_n]})
     res = run_editors(ctx.model, ctx.tok, test, layers, c.editors, ctx.out / "editors", ctx.pre(),
                       hparams=c.hparam_overrides(), moments=ctx.moments(layers), suites=c.suites,
-                      group_size=c.group_size, meta=ctx.model_meta(), progress=c.progress)
+                      group_size=c.group_size, meta=ctx.model_meta(), progress=c.progress,
+                      extra_keys=[keys[i] for i in judged], fluency=c.fluency)
     pending = "" if golden is not None else ("; the test golden layer is not known yet (brute-test unfinished): "
                                              "run this part again after brute-test")
     return f"{len(c.editors)} editor(s) x layers {layers} on {len(test)} test facts ({len(res)} results){pending}"
