@@ -183,7 +183,8 @@ def _judged_editor(method: str, found: dict, with_ref: dict, G: int, chose_golde
     held, apart = held_apart(keys, chose_golden)
     M = M[held]
     core = [k for k, m in enumerate(metrics) if m not in EXTRA_METRICS]
-    extra = sorted((k for k, m in enumerate(metrics) if m in EXTRA_METRICS), key=lambda k: EXTRA_METRICS.index(metrics[k]))
+    extra = sorted((k for k, m in enumerate(metrics) if m in EXTRA_METRICS),
+                   key=lambda k: EXTRA_METRICS.index(metrics[k]))
     rows = judge(M[:, :, core], layers, [metrics[k] for k in core], G, present, n_boot=n_boot)
     for row in rows:
         j = layers.index(int(row["layer"]))

@@ -193,9 +193,8 @@ def eval_layers(ctx: Context) -> tuple[list[int], int | None]:
 
 
 def _part_editors(ctx: Context) -> str:
-    from golden_fast.experiment.editors import run_editors
-
     from golden_fast.experiment.assemble import held_apart
+    from golden_fast.experiment.editors import run_editors
     from golden_fast.locate.brute_force import request_key
 
     c = ctx.config
