@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from golden_fast.fileio import read_json, write_json  # noqa: E402
+from golden_fast.locate.hybrid import budget_n0  # noqa: E402
 from golden_fast.locate.resample import (  # noqa: E402
     Pool,
     add_costs,
@@ -61,11 +62,13 @@ OUT = ROOT / "bench/results/locate"
 STUDY_PROXY_FACTS = 20  # the study's proxy brute force: 20 facts at every layer
 BASE_SIZES = (5, 10, 20, 50)
 HYBRID = "hybrid (LGA shortlist)"
-#: alternatives of the hybrid's documented settings, run only when asked (--hybrid-alt): smaller
-#: full schedules than the default's 64 edits (c = 8, n0 = 4), which exceeds 1/10 of 600
+#: alternatives of the hybrid's default settings (c = 8, n0 by the budget rule), run only when asked
+#: (--hybrid-alt): fixed first rounds, and a shorter shortlist
 HYBRID_ALTERNATIVES: dict[str, dict[str, Any]] = {
-    "c=6": {"c": 6},  # 6 x 4 + 3 x 4 + 2 x 8 = 52 edits at most
+    "n0=4": {"n0": 4},  # 8 x 4 + 4 x 4 + 2 x 8 = 64 edits at most
     "n0=3": {"n0": 3},  # 8 x 3 + 4 x 3 + 2 x 6 = 48 edits at most
+    "n0=2": {"n0": 2},  # 8 x 2 + 4 x 2 + 2 x 4 = 32 edits at most
+    "c=6": {"c": 6},  # 6 x 4 + 3 x 4 + 2 x 8 = 52 edits at most
 }
 
 
@@ -415,7 +418,9 @@ def analyse(model_name: str, pool: Pool, files: Sequence[Path], proxy_keys: Sequ
         "study_proxy_set": add_costs(study_choices(pool, proxy_keys, locs, band, cma_per), spe, per_fact, ref_edits),
         "settings": rep.settings | {
             "band": {"n_boot": band.n_boot, "seed": band.seed, "confidence": band.confidence, "metric": pool.metric},
-            "hybrid": {"c": 8, "n0": 4, "tukey_k": 1.0, "confidence": 0.95, "n_boot": 2000, "early_stop": True,
+            "hybrid": {"c": 8, "n0": "budget: at most 2 trial edits per candidate layer (budget_n0)",
+                       "n0_at_20_facts": budget_n0(8, len(pool.layers), 20), "tukey_k": 1.0, "confidence": 0.95,
+                       "n_boot": 2000, "early_stop": True,
                        "min_stop_facts": 8, "shortlist": f"LGA {lga_s.variant}, mean over the proxy set"},
             "hybrid_alternatives": {a: HYBRID_ALTERNATIVES[a] for a in alternatives},
             "lga": lga_s.settings,

@@ -123,7 +123,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="LGA's best kept layers that enter the halving (default 8)",
     )
     g.add_argument(
-        "--n0", type=int, default=4, metavar="N", help="requests each layer edits in the first round (default 4)"
+        "--n0", type=int, default=None, metavar="N",
+        help="requests each layer edits in the first round (default: the largest of 1-4 whose full schedule "
+             "costs at most 2 trial edits per candidate layer, a tenth of brute force on 20 requests)",
     )
     g.add_argument(
         "--confidence", type=float, default=0.95, metavar="P", help="of the early stop's intervals (default 0.95)"

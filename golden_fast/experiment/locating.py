@@ -198,6 +198,7 @@ def run_hybrid(
     config = config or HybridConfig()
     ls = lga_scores.reselect("signed", tukey_k=1.0)
     short = lga_shortlist(ls.layers, ls.scores, 1.0, config.shortlist)
+    config = config.resolved(len(short), len(ls.layers), len(proxy))
     settings = {"hybrid": dataclasses.asdict(config), "lga": ls.settings, "editor": _plain(editor)}
     path = Path(scores_path)
     s = _scores(path)

@@ -4,10 +4,12 @@ edits decide.
 1. LGA on the proxy facts; its Tukey filter drops outlying layers; the c best kept layers, best
    first, are the shortlist (c = 8 by default).
 2. Successive halving with trial edits: every shortlisted layer edits the first n0 proxy facts
-   (4 by default), each alone, with the brute-force editor (R-ROME by default; edit, evaluate,
-   revert, `golden_fast.locate.brute_force`) and is scored by the mean metric ("overall" by
-   default); the better half stays, the number of facts doubles (a surviving layer keeps the
-   facts it has already edited and edits only the new ones), until one layer is left. It stops
+   (by default the largest n0 <= 4 whose full schedule costs at most 2 trial edits per candidate
+   layer, a tenth of brute force on 20 proxy facts: `budget_n0`), each alone, with the brute-force
+   editor (R-ROME by default; edit, evaluate, revert, `golden_fast.locate.brute_force`) and is
+   scored by the mean metric ("overall" by default); the better half stays, the number of facts
+   doubles (a surviving layer keeps the facts it has already edited and edits only the new ones),
+   until one layer is left. It stops
    early when the leading layer's paired bootstrap interval of mean_i [s(i, leader) - s(i, l)]
    lies above 0 for every other remaining layer l (95% by default; checked once at least
    `min_stop_facts` facts are scored).
@@ -37,6 +39,7 @@ __all__ = [
     "Halving",
     "HybridConfig",
     "Round",
+    "budget_n0",
     "full_schedule_edits",
     "hybrid",
     "hybrid_scores",
@@ -136,6 +139,17 @@ def full_schedule_edits(c: int, n0: int, n_facts: int) -> int:
         if alive_next == 1:
             return total
         alive, have, n = alive_next, n, min(2 * n, n_facts)
+
+
+def budget_n0(c: int, n_layers: int, n_facts: int, budget_per_layer: float = 2.0, most: int = 4) -> int:
+    """First-round facts of a halving over c shortlisted layers: the largest n0 <= `most` whose full
+    schedule costs at most budget_per_layer x n_layers trial edits (1 when none does). The default, 2
+    edits per candidate layer, is a tenth of brute force on 20 proxy facts: 8 layers x 3 facts (48
+    edits) of a 30-layer model, 8 x 2 (32) of an 18-layer one."""
+    for n0 in range(most, 0, -1):
+        if full_schedule_edits(c, n0, n_facts) <= budget_per_layer * n_layers:
+            return n0
+    return 1
 
 
 def _check_schedule(n0: int, n_facts: int, confidence: float, n_boot: int, min_stop_facts: int) -> None:
@@ -389,7 +403,10 @@ class HybridConfig:
 
     Args:
         shortlist: c, how many of LGA's best kept layers enter the halving (default 8).
-        n0: proxy facts each shortlisted layer edits in the first round (default 4).
+        n0: proxy facts each shortlisted layer edits in the first round (None, the default: the
+            largest n0 <= 4 whose full schedule fits the budget, `budget_n0`).
+        budget_per_layer: with n0 None, the full schedule's trial edits per candidate layer at most
+            (default 2: a tenth of brute force on 20 proxy facts).
         metric: the trial edits' score: "overall" (default) or a metric's name.
         confidence: of the early stop's paired bootstrap intervals (default 0.95).
         n_boot, seed: that bootstrap's resamples and seed.
@@ -400,7 +417,8 @@ class HybridConfig:
     """
 
     shortlist: int = 8
-    n0: int = 4
+    n0: int | None = None
+    budget_per_layer: float = 2.0
     metric: str = "overall"
     confidence: float = 0.95
     n_boot: int = 2000
@@ -412,12 +430,22 @@ class HybridConfig:
     def __post_init__(self) -> None:
         for name in ("shortlist", "n0", "top_k", "n_boot"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            if (name != "n0" or v is not None) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"HybridConfig.{name} must be a positive int, got {v!r}")
+        if not self.budget_per_layer > 0:
+            raise ValueError(f"HybridConfig.budget_per_layer must be > 0, got {self.budget_per_layer!r}")
         if not 0 < self.confidence < 1:
             raise ValueError(f"HybridConfig.confidence must lie in (0, 1), got {self.confidence!r}")
         if self.min_stop_facts < 0:
             raise ValueError(f"HybridConfig.min_stop_facts must be >= 0, got {self.min_stop_facts!r}")
+
+
+    def resolved(self, c: int, n_layers: int, n_facts: int) -> HybridConfig:
+        """This config with n0 fixed: its own, else `budget_n0` for a shortlist of c layers out of
+        n_layers candidates and n_facts proxy facts."""
+        if self.n0 is not None:
+            return self
+        return dataclasses.replace(self, n0=budget_n0(c, n_layers, n_facts, self.budget_per_layer))
 
 
 _RUN_OPTIONS = ("out", "suites", "progress")
@@ -474,6 +502,7 @@ def hybrid(
     ls = lga(model, tok, requests, layers, lga_config, progress=progress)
     lga_seconds = time.perf_counter() - t0
     short = lga_shortlist(ls.layers, ls.scores, lga_config.tukey_k, config.shortlist)
+    config = config.resolved(len(short), len(ls.layers), len(requests))
     scorer = EditScorer(model, tok, requests, editor, out=out, suites=suites, metric=config.metric, progress=progress)
     hv = successive_halving(
         scorer,

@@ -343,7 +343,8 @@ def hybrid_lookup(
     shortlist: Sequence[int] | None = None,
     *,
     c: int = 8,
-    n0: int = 4,
+    n0: int | None = None,
+    budget_per_layer: float = 2.0,
     tukey_k: float | None = 1.0,
     confidence: float = 0.95,
     n_boot: int = 2000,
@@ -353,8 +354,8 @@ def hybrid_lookup(
     """The hybrid locator on the pool: the shortlist from per-fact LGA scores `lga` (pool.n, layers;
     their mean over the sampled facts, Tukey filter, top c) or a fixed `shortlist` (best first),
     then successive halving with a `LookupScorer` over the sampled facts in their drawn order;
-    cost = the pairs looked up."""
-    from golden_fast.locate.hybrid import lga_shortlist, successive_halving
+    cost = the pairs looked up. n0 None: the library's budget rule (`budget_n0`), as `HybridConfig`."""
+    from golden_fast.locate.hybrid import budget_n0, lga_shortlist, successive_halving
 
     if (lga is None) == (shortlist is None):
         raise ValueError("hybrid_lookup: give exactly one of lga (per-fact scores) and shortlist")
@@ -365,11 +366,12 @@ def hybrid_lookup(
         else:
             short = lga_shortlist(pool.layers, _check_lga(lga, pool)[rows].mean(0), tukey_k, c)
         scorer = LookupScorer(pool.values, pool.layers, rows)
+        first = n0 if n0 is not None else budget_n0(len(short), len(pool.layers), len(rows), budget_per_layer)
         hv = successive_halving(
             scorer,
             short,
             len(rows),
-            n0=n0,
+            n0=first,
             confidence=confidence,
             n_boot=n_boot,
             seed=seed,

@@ -83,7 +83,7 @@ def test_band_in_results_and_report_from_a_synthetic_grid(env, monkeypatch):
                             wall_time=0.25, settings={"theta": "down"}, n_requests=6, n_used=6)
     monkeypatch.setattr(locating, "EditScorer", _Lookup)
     hy = locating.run_hybrid(None, None, list(range(6)), lga, {"method": "r-rome", "hparams": None},
-                             loc / "hybrid-pairs", loc / "hybrid.json", HybridConfig(n_boot=100), progress=False)
+                             loc / "hybrid-pairs", loc / "hybrid.json", HybridConfig(n_boot=100, n0=4), progress=False)
     assert hy.chosen == 3 and hy.extra["shortlist"] == [3, 2, 1, 0]
     assert hy.extra["cost"]["edits"] == 4 * 4 + 2 * 2  # 4 layers x 4 facts, then 2 layers x 2 new facts
     assert hy.wall_time == pytest.approx(0.25 + 1.5)

@@ -12,6 +12,7 @@ import torch
 
 from golden_fast.locate.hybrid import (
     HybridConfig,
+    budget_n0,
     full_schedule_edits,
     lga_shortlist,
     rounds_table,
@@ -270,3 +271,29 @@ def test_cli_hybrid(home, capsys):
     assert "round 0: 2 fact(s), 4 new edit(s)" in out and "cost: 4 trial edit(s) (full schedule 4)" in out
     s = LayerScores.from_json(home / "h.json")
     assert s.chosen == last["chosen"] and s.settings["hybrid"]["shortlist"] == 2
+
+
+@pytest.mark.parametrize(("c", "n_layers", "n_facts", "want"),
+                         [(8, 30, 20, 3), (8, 18, 20, 2), (8, 48, 20, 4), (8, 4, 20, 1), (3, 18, 20, 4),
+                          (8, 30, 4, 4)])
+def test_budget_n0_is_the_largest_schedule_within_two_edits_per_layer(c, n_layers, n_facts, want):
+    got = budget_n0(c, n_layers, n_facts)
+    assert got == want
+    # plain: the cost of every n0 from 4 down, by enumerating the halving's new pairs
+    def cost(n0):
+        total, alive, have, n = 0, c, 0, min(n0, n_facts)
+        while alive > 1:
+            total += alive * (n - have)
+            alive, have, n = -(-alive // 2), n, min(2 * n, n_facts)
+        return total
+    fits = [n0 for n0 in (4, 3, 2, 1) if cost(n0) <= 2 * n_layers]
+    assert got == (fits[0] if fits else 1)
+
+
+def test_hybrid_config_resolves_n0_by_budget_unless_given():
+    assert HybridConfig().resolved(8, 30, 20).n0 == 3
+    assert HybridConfig().resolved(8, 18, 20).n0 == 2
+    assert HybridConfig(n0=4).resolved(8, 18, 20).n0 == 4
+    assert HybridConfig(budget_per_layer=4.0).resolved(8, 18, 20).n0 == 4
+    with pytest.raises(ValueError, match="budget_per_layer"):
+        HybridConfig(budget_per_layer=0)

@@ -10,7 +10,7 @@ import pytest
 from golden_fast.locate.band import golden_band
 from golden_fast.locate.brute_force import BruteForceResult
 from golden_fast.locate.golden import overall
-from golden_fast.locate.hybrid import full_schedule_edits, successive_halving
+from golden_fast.locate.hybrid import budget_n0, full_schedule_edits, successive_halving
 from golden_fast.locate.resample import (
     LookupScorer,
     Pool,
@@ -59,9 +59,14 @@ def test_proxy_brute_and_hybrid_pick():
     p = proxy_brute()(pool, rows, 0)
     assert p.layer == int(np.argmax(pool.values[rows].mean(0))) and p.edits == 20 * L
     short = [3, 7, 1, 9, 5, 11, 0, 2]
-    h = hybrid_lookup(shortlist=short)(pool, rows, 0)
-    hv = successive_halving(LookupScorer(pool.values, pool.layers, rows), short, 20, seed=0)
+    h = hybrid_lookup(shortlist=short, n0=4)(pool, rows, 0)
+    hv = successive_halving(LookupScorer(pool.values, pool.layers, rows), short, 20, n0=4, seed=0)
     assert h.layer == hv.chosen == 7 and h.edits == hv.n_edits <= full_schedule_edits(8, 4, 20)
+    # by default n0 follows the library's budget: at most 2 trial edits per candidate layer
+    n0 = budget_n0(8, L, 20)
+    d = hybrid_lookup(shortlist=short)(pool, rows, 0)
+    hv = successive_halving(LookupScorer(pool.values, pool.layers, rows), short, 20, n0=n0, seed=0)
+    assert (d.layer, d.edits) == (hv.chosen, hv.n_edits) and d.edits <= max(2 * L, full_schedule_edits(8, 1, 20))
     with pytest.raises(ValueError, match="exactly one"):
         hybrid_lookup()
     with pytest.raises(ValueError, match="exactly one"):
