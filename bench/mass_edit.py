@@ -20,6 +20,9 @@ alone or in a batch). For the 1,000-fact batches, whose targets take hours on on
 lifelong: the first --total facts edited --chunk at a time (each chunk on the model as the earlier
 ones left it); at every --every facts the metrics of all facts edited so far and the perplexity.
 Each checkpoint saves its journal (with the editor's state), so a rerun replays and continues.
+Targets come from the same shared store: the first chunk, on the unedited model, takes the z that the
+batch runs made (timed at their cost); a later chunk's z, made on the edited weights, never match
+another model's and are stored under their own fingerprint.
 
 Every point is one JSON file under --out (a rerun computes only the missing ones); the script
 prints the table and the README's rows.
@@ -186,15 +189,20 @@ def run_lifelong(args: argparse.Namespace, model, tok, out: Path) -> list[dict[s
         curve = [p for p in curve if p["edits"] <= done]
         chunks = [c for c in chunks if c["edits"] <= done]
         last_point = curve[-1]["edits"] if curve else 0
+        store = home() / "targets" / f"{args.model}.safetensors"  # shared with batch mode (see the docstring)
         try:
             while done < args.total:
                 stop = min(done + args.chunk, args.total)
                 t0 = time.perf_counter()
-                with measure_peak() as mem:
+                with reuse_targets(TargetCache.load(store)) as cache, measure_peak() as mem:
                     res = ed.edit(facts[done:stop], mode="sequential", batch_size=args.chunk)
                 wall = time.perf_counter() - t0
+                if cache.misses:
+                    cache.save(store)
+                reused = sum(float(t.extras.get("targets_reused_seconds", 0.0)) for t in res.traces)
                 res.journal.save(folder / f"journal-{stop:05d}", overwrite=True)
-                chunks.append({"edits": stop, "seconds": wall, "peak": mem.to_dict()})
+                chunks.append({"edits": stop, "seconds": wall + reused, "targets_reused_seconds": reused,
+                               "targets_served": cache.hits, "peak": mem.to_dict()})
                 write_json(folder / "chunks.json", chunks)
                 done = stop
                 if done % args.every and done != args.total:

@@ -71,6 +71,7 @@ class TargetCache:
     def save(self, path: str | os.PathLike) -> Path:
         """Write every entry to one safetensors file (tensors, with the keys and costs as its JSON
         metadata), atomically, so a later process can serve the same targets (`TargetCache.load`).
+        Entries already in the file and not in this cache are kept (and added to this cache).
 
         In a collective edit's process group every rank holds the same cache: rank 0 writes it and
         every rank returns once it is written. Each rank writes its own path otherwise."""
@@ -90,6 +91,10 @@ class TargetCache:
 
         from golden_fast.fileio import atomic_path
 
+        # entries another process wrote since this cache was loaded are kept (this one's win a tie):
+        # several runs on one model share the file
+        for k, e in TargetCache.load(path)._store.items():
+            self._store.setdefault(k, e)
         keys = list(self._store)
         tensors = {}
         meta = []

@@ -87,3 +87,23 @@ def test_a_run_without_its_journals_measures_again_instead_of_appending(home):
     assert mass_edit.main(_args(home / "run")) == 0
     assert _curve(home / "run") == whole
     assert [c["edits"] for c in json.loads((folder / "chunks.json").read_text())] == [2, 4, 6]
+
+
+def test_lifelong_chunks_take_stored_targets_and_count_their_cost(home):
+    """A z-based lifelong run stores its targets; a second run in another folder, on the same model
+    and facts, replays the same edits, so every chunk's z is served, and each chunk's seconds include
+    the served targets' recorded cost."""
+    args = ["lifelong", "--model", "tiny-llama", "--data", str(FACTS), "--methods", "memit", "--layers", "1,2",
+            "--total", "4", "--chunk", "2", "--every", "4", "--ppl-window", "32", "--ppl-tokens", "128",
+            "--hparams", '{"memit": {"mom2_adjustment": false, "v_num_grad_steps": 2, '
+                         '"context_template_length_params": [[3, 1]]}}']
+    assert mass_edit.main(args + ["--out", str(home / "first")]) == 0
+    first = json.loads((home / "first" / "lifelong-memit-c2" / "chunks.json").read_text())
+    assert [c["targets_served"] for c in first] == [0, 0] and all(c["targets_reused_seconds"] == 0 for c in first)
+    assert mass_edit.main(args + ["--out", str(home / "second")]) == 0
+    second = json.loads((home / "second" / "lifelong-memit-c2" / "chunks.json").read_text())
+    assert [c["targets_served"] for c in second] == [2, 2]
+    assert all(c["targets_reused_seconds"] > 0 and c["seconds"] >= c["targets_reused_seconds"] for c in second)
+    one = json.loads((home / "first" / "lifelong-memit-c2" / "curve.json").read_text())
+    two = json.loads((home / "second" / "lifelong-memit-c2" / "curve.json").read_text())
+    assert [r["summary"] for r in one] == [r["summary"] for r in two]

@@ -112,3 +112,22 @@ def test_target_cache_saves_and_loads(tmp_path):
     assert torch.equal(e.delta, torch.arange(4.0)) and e.init.dtype == torch.float64
     assert e.loss_curve == [3.0, 1.0] and e.nll_final == 1.0 and e.seconds == 2.5
     assert len(TargetCache.load(tmp_path / "missing.safetensors")) == 0
+
+
+def test_two_writers_of_one_store_keep_both_entries(tmp_path):
+    """Two runs on one model load the store, each adds its own target and saves: none is lost, and a
+    key both hold keeps the saving cache's entry."""
+    from golden_fast.edit.target_cache import CachedTarget, TargetCache
+
+    path = tmp_path / "targets.safetensors"
+    a, b = TargetCache.load(path), TargetCache.load(path)
+    ka, kb, both = ("a",), ("b",), ("both",)
+    a.put(ka, CachedTarget(torch.zeros(2), torch.zeros(2, dtype=torch.float64), [1.0], 1.0, 1.0))
+    a.put(both, CachedTarget(torch.zeros(2), torch.zeros(2, dtype=torch.float64), [1.0], 1.0, 1.0))
+    b.put(kb, CachedTarget(torch.ones(2), torch.ones(2, dtype=torch.float64), [2.0], 2.0, 2.0))
+    b.put(both, CachedTarget(torch.ones(2), torch.ones(2, dtype=torch.float64), [2.0], 2.0, 2.0))
+    a.save(path)
+    b.save(path)
+    back = TargetCache.load(path)
+    assert len(back) == 3 and back.get(ka) is not None and back.get(kb) is not None
+    assert torch.equal(back.get(both).delta, torch.ones(2))  # b saved last: its entry
