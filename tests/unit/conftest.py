@@ -23,3 +23,16 @@ def chromium() -> str:
     if path is None:
         pytest.skip("no Chromium here: `make browser` installs Debian's chromium (root)")
     return path
+
+
+@pytest.fixture()
+def study_env(tmp_path, monkeypatch):
+    """A private $GOLDEN_FAST_HOME under tmp_path and one torch thread (the tiny models are far faster on
+    one thread on a busy machine); yields tmp_path."""
+    import torch
+
+    monkeypatch.setenv("GOLDEN_FAST_HOME", str(tmp_path / "home"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path
+    torch.set_num_threads(threads)

@@ -26,12 +26,8 @@ METRICS = ["rewrite_acc", "locality"]
 
 
 @pytest.fixture()
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("GOLDEN_FAST_HOME", str(tmp_path / "home"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model is far faster on one thread on a busy machine
-    yield tmp_path
-    torch.set_num_threads(threads)
+def env(study_env):
+    return study_env
 
 
 def _grid(overall: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ import dataclasses
 import json
 
 import pytest
-import torch
 
 from golden_fast.cli import main
 from golden_fast.data import builtin_facts
@@ -16,12 +15,8 @@ from golden_fast.experiment.facts import load_facts
 
 
 @pytest.fixture(autouse=True)
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("GOLDEN_FAST_HOME", str(tmp_path / "home"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tmp_path
-    torch.set_num_threads(threads)
+def env(study_env):
+    return study_env
 
 
 def _flat(req) -> dict:

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from golden_fast.data import load
 from golden_fast.data.portability import add_portability
@@ -26,12 +25,8 @@ LAYERS = [0, 1, 2, 3]
 
 
 @pytest.fixture()
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("GOLDEN_FAST_HOME", str(tmp_path / "home"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tmp_path
-    torch.set_num_threads(threads)
+def env(study_env):
+    return study_env
 
 
 def _study(env, n_test: int):
