@@ -21,7 +21,9 @@ model, per edited layer, for each batch size n, this measures
   layers' updates.
 
 Targets z come from the shared target store (`bench/mass_edit.py targets`); facts without one are
-left out and counted. Results: bench/results/mass/<model>-<data>/capacity.json.
+left out and counted. A size larger than the facts with z gets the key geometry alone (eff. ranks,
+null space, cosines, from the keys of all its facts; no delivered share). Results:
+bench/results/mass/<model>-<data>/capacity.json.
 """
 
 from __future__ import annotations
@@ -77,12 +79,20 @@ def delivered(dWK: torch.Tensor, R: torch.Tensor) -> tuple[float, float]:
     return float((dWK * R).sum()) / r2, float((dWK - R).norm()) / math.sqrt(r2)
 
 
-def layer_rows(K: torch.Tensor, R: torch.Tensor, C: torch.Tensor, alpha_cfg, memit_cfg) -> dict[str, Any]:
-    """The measures of one layer: K (m, n) keys, R (d, n) this layer's residual share, C (m, m)."""
+def key_geometry(K: torch.Tensor, C: torch.Tensor, alpha_cfg) -> tuple[dict[str, Any], torch.Tensor]:
+    """The measures that need no target: K (m, n) keys, C (m, m); also AlphaEdit's P."""
     m, n = K.shape
     ev, U = torch.linalg.eigh(C)
     inv_sqrt = U @ torch.diag(ev.clamp_min(ev[-1] * 1e-12).rsqrt()) @ U.T
     P, null_rank = null_space_projection(C, alpha_cfg.nullspace_rel_threshold)
+    return {"m": m, "n": n, "eff_rank": participation_ratio(K), "eff_rank_whitened": participation_ratio(inv_sqrt @ K),
+            "null_rank": null_rank, "eff_rank_PK": participation_ratio(P @ K), "mean_cos": mean_cosine(K)}, P
+
+
+def layer_rows(K: torch.Tensor, R: torch.Tensor, C: torch.Tensor, alpha_cfg, memit_cfg) -> dict[str, Any]:
+    """The measures of one layer: K (m, n) keys, R (d, n) this layer's residual share, C (m, m)."""
+    m, n = K.shape
+    geometry, P = key_geometry(K, C, alpha_cfg)
     PK = P @ K
     # AlphaEdit: ΔW = R Vᵀ with (P K Kᵀ P + α I) V = P K (first batch: no preserved keys yet)
     A = P @ (K @ K.T) @ P + alpha_cfg.L2 * torch.eye(m, dtype=torch.float64)
@@ -92,9 +102,8 @@ def layer_rows(K: torch.Tensor, R: torch.Tensor, C: torch.Tensor, alpha_cfg, mem
     B = memit_cfg.mom2_update_weight * C + K @ K.T
     W = torch.linalg.solve(0.5 * (B + B.T), K)  # (m, n) = (λC + KKᵀ)⁻¹ K
     m_del, m_miss = delivered(R @ (K.T @ W).T, R)
-    return {"m": m, "n": n, "eff_rank": participation_ratio(K), "eff_rank_whitened": participation_ratio(inv_sqrt @ K),
-            "null_rank": null_rank, "eff_rank_PK": participation_ratio(PK), "mean_cos": mean_cosine(K),
-            "delivered_alphaedit": a_del, "miss_alphaedit": a_miss, "delivered_memit": m_del, "miss_memit": m_miss}
+    return geometry | {"delivered_alphaedit": a_del, "miss_alphaedit": a_miss, "delivered_memit": m_del,
+                       "miss_memit": m_miss}
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -111,29 +120,46 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     base = (weights_fingerprint(model),) + settings_key(layers[-1], "out", templates, hp, hp.prefix_reuse)
     # without --optimise, only the facts whose z is stored: the study measures geometry, it does not optimise
     have = facts if args.optimise else [r for r in facts if cache.get(base + request_key(r)) is not None]
-    with reuse_targets(cache):
-        tgt = optimise_targets(model, tok, have, layers[-1], "out", templates, hp)
-    Z = tgt.init.to(torch.float64) + tgt.delta.to(torch.float64)
-    print(f"{len(have)} of {len(facts)} facts have stored z ({time.perf_counter() - t0:.0f} s)", flush=True)
-    t1 = time.perf_counter()
-    keys = keys_at_subject(model, tok, have, layers, templates)  # all layers in one forward
-    H = residual_at(model, tok, have, layers[-1])
-    print(f"keys of {len(have)} facts at layers {layers}: {time.perf_counter() - t1:.0f} s", flush=True)
+    print(f"{len(have)} of {len(facts)} facts have stored z", flush=True)
+    if have:
+        with reuse_targets(cache):
+            tgt = optimise_targets(model, tok, have, layers[-1], "out", templates, hp)
+        Z = tgt.init.to(torch.float64) + tgt.delta.to(torch.float64)
+        print(f"their z: {time.perf_counter() - t0:.0f} s", flush=True)
+        t1 = time.perf_counter()
+        keys = keys_at_subject(model, tok, have, layers, templates)  # all layers in one forward
+        H = residual_at(model, tok, have, layers[-1])
+        print(f"keys of {len(have)} facts at layers {layers}: {time.perf_counter() - t1:.0f} s", flush=True)
+    # sizes beyond the stored z: the key geometry alone, from the keys of every fact
+    beyond = [n for n in args.sizes if n > len(have)]
+    if beyond:
+        t1 = time.perf_counter()
+        all_keys = keys_at_subject(model, tok, facts[:max(beyond)], layers, templates)
+        print(f"keys of {max(beyond)} facts (geometry only): {time.perf_counter() - t1:.0f} s", flush=True)
     moments = Moments.from_stats(model, tok, hp)
     rows = []
     for n in args.sizes:
         k = min(n, len(have))
-        R = (Z[:k] - H[:k]).T / len(layers)  # (d, k): the first layer's share
+        R = (Z[:k] - H[:k]).T / len(layers) if have else None  # (d, k): the first layer's share
         for layer in layers:
-            K = keys[layer][0][:k].to(torch.float64).T
-            C = moments.C(layer, K.shape[0])
-            row = {"model": args.model, "layer": layer, "band": layers, **layer_rows(K, R, C, hp, hm),
+            if n > len(have):
+                K = all_keys[layer][0][:n].to(torch.float64).T
+                measures = key_geometry(K, moments.C(layer, K.shape[0]), hp)[0] | dict.fromkeys(
+                    ("delivered_alphaedit", "miss_alphaedit", "delivered_memit", "miss_memit"))
+            else:
+                K = keys[layer][0][:k].to(torch.float64).T
+                measures = layer_rows(K, R, moments.C(layer, K.shape[0]), hp, hm)
+            row = {"model": args.model, "layer": layer, "band": layers, **measures,
                    "nullspace_rel_threshold": hp.nullspace_rel_threshold, "L2": hp.L2,
                    "mom2_update_weight": hm.mom2_update_weight, "machine": _common.device_name()}
             rows.append(row)
             print(" ".join(f"{key}={v:.3g}" if isinstance(v, float) else f"{key}={v}" for key, v in row.items()
                            if key not in ("band", "machine", "model")), flush=True)
     return rows
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -143,7 +169,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         out.append(f"| {r['n']:,} | {r['layer']} | {r['m']:,} | {r['eff_rank']:.1f} | {r['eff_rank_whitened']:.1f} "
                    f"| {r['null_rank']:,} | {r['eff_rank_PK']:.1f} | {r['mean_cos']:.2f} "
-                   f"| {r['delivered_alphaedit']:.2f} | {r['delivered_memit']:.2f} |")
+                   f"| {_share(r['delivered_alphaedit'])} | {_share(r['delivered_memit'])} |")
     return "\n".join(out)
 
 

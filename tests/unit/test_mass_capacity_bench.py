@@ -70,3 +70,27 @@ def test_table_has_a_row_per_measure():
              "eff_rank_PK": 300.0, "mean_cos": 0.5, "delivered_alphaedit": 0.4, "delivered_memit": 0.3}]
     table = mass_capacity.markdown_table(rows)
     assert "| 1,000 | 4 | 1,536 | 12.3 | 400.0 | 1,200 | 300.0 | 0.50 | 0.40 | 0.30 |" in table
+
+
+def test_key_geometry_beyond_the_width_and_its_table_row():
+    """More facts than key dimensions: the keys span at most m directions, whitened or not; a row
+    without targets shows no delivered share."""
+    torch.manual_seed(1)
+    m, n = 6, 40
+    K = torch.randn(m, n, dtype=torch.float64)
+    X = torch.randn(m, 50, dtype=torch.float64)
+    C = X @ X.T / 50
+
+    class Alpha:
+        nullspace_rel_threshold = 0.3
+
+    geo, P = mass_capacity.key_geometry(K, C, Alpha)
+    assert (geo["m"], geo["n"]) == (m, n)
+    assert 1.0 <= geo["eff_rank"] <= m and 1.0 <= geo["eff_rank_whitened"] <= m
+    ev, U = torch.linalg.eigh(C)
+    W = U @ torch.diag(ev.rsqrt()) @ U.T @ K
+    s2 = torch.linalg.svdvals(W).pow(2)
+    assert abs(geo["eff_rank_whitened"] - float(s2.sum() ** 2 / s2.pow(2).sum())) < 1e-9
+    assert torch.allclose(P @ P, P) and geo["null_rank"] == int(round(float(P.trace())))
+    row = geo | {"layer": 4, "delivered_alphaedit": None, "delivered_memit": None}
+    assert mass_capacity.markdown_table([row]).splitlines()[-1].endswith("| - | - |")
