@@ -247,7 +247,8 @@ def markdown_table(out: Path) -> str:
         mode = "one batch" if p["mode"] == "batch" else f"lifelong, {p['chunk']} a time"
         vals = " | ".join(f"{s[m]['mean']:.3f}" if m in s else "-" for m in SHOWN)
         layers = p["layers"]
-        band = f"{layers[0]}-{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) else str(layers)
+        band = (str(layers[0]) if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
+                if layers == list(range(layers[0], layers[-1] + 1)) else str(layers))
         extra = p["peak"].get("extra_mib")
         lines.append(f"| {p['method']} | {p.get('n', p.get('edits')):,} | {mode} | {band} | {vals} | "
                      f"{p['perplexity_before']:.2f} → {p['perplexity_after']:.2f} | {split} | "
