@@ -9,7 +9,7 @@ suites, fluency, reports.
 - `ngram_entropy` is the fluency measure of one text.
 """
 
-from golden_fast.evaluate.api import SUITES, conventions, evaluate
+from golden_fast.evaluate.api import SUITES, conventions, evaluate, fluency_scores
 from golden_fast.evaluate.fluency import generate_samples, ngram_entropy, word_tokenize
 from golden_fast.evaluate.report import EvalReport, MetricRow, MetricSummary
 from golden_fast.evaluate.scoring import SpanTable, TargetScore, as_span, score_spans
@@ -24,6 +24,7 @@ __all__ = [
     "as_span",
     "conventions",
     "evaluate",
+    "fluency_scores",
     "generate_samples",
     "ngram_entropy",
     "score_spans",

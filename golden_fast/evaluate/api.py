@@ -33,7 +33,7 @@ from golden_fast.evaluate.scoring import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS,
 if TYPE_CHECKING:
     from golden_fast.data import EditRequest
 
-__all__ = ["SUITES", "conventions", "evaluate", "on_first_rank", "shard_map"]
+__all__ = ["SUITES", "conventions", "evaluate", "fluency_scores", "on_first_rank", "shard_map"]
 
 SUITES = {"knowedit": knowedit, "counterfact": counterfact}
 
@@ -267,6 +267,30 @@ def _count_spans(requests: Sequence[EditRequest], suites: Sequence[str]) -> int:
             SUITES[s].register(req, keys)
         knowedit.register_locality(req, keys)
     return len(keys.keys)
+
+
+def fluency_scores(
+    model: torch.nn.Module,
+    tok,
+    requests: Sequence[EditRequest],
+    *,
+    n_tokens: int = 100,
+    top_k: int = 5,
+    seed: int = 0,
+    batch_size: int = 16,
+    data_parallel: bool = True,
+) -> dict[int, float]:
+    """{position: fluency} of `requests`, exactly what `evaluate(..., fluency=True)` reports for them
+    with the same sampler settings, without scoring any suite."""
+    split = data_parallel and distributed.active()
+    was_training = model.training
+    model.eval()
+    try:
+        rows = on_first_rank(lambda: _fluency_rows(model, tok, list(requests), n_tokens, top_k, seed, batch_size),
+                             split)
+    finally:
+        model.train(was_training)
+    return {r.position: r.value for r in rows}
 
 
 def _fluency_rows(model, tok, requests, n_tokens, top_k, seed, batch_size) -> list[MetricRow]:

@@ -133,10 +133,10 @@ def collect(ctx) -> dict[str, Any]:
         found = _editor_results(ctx, layers)
         with_ref = dict(methods) | {_GOLDEN_LABEL: {"layer": G, "wall_time": None, "note": "brute force, test facts"}}
         chose_golden = set(bt.extra["brute_force"]["keys"])
+        flu = read_json(ctx.out / "editors" / "fluency-pre.json") or {}  # the unedited model's, per fact
         for method in config.editors:
             judged = _judged_editor(method, found, with_ref, G, chose_golden, config.n_boot)
             if judged is not None:
-                flu = read_json(ctx.out / "editors" / "fluency-pre.json") or {}
                 values = [flu[k] for k in judged["judged_keys"] if k in flu]
                 judged["fluency_unedited"] = {"mean": float(np.mean(values)), "n": len(values)} if values else None
                 res["editors"][method] = judged

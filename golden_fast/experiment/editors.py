@@ -32,7 +32,7 @@ from golden_fast import distributed
 from golden_fast.edit import Editor
 from golden_fast.edit.editor import SharedOverrides
 from golden_fast.edit.registry import get_editor
-from golden_fast.evaluate import EvalReport, evaluate
+from golden_fast.evaluate import EvalReport, evaluate, fluency_scores
 from golden_fast.experiment.memory import measure_peak
 from golden_fast.fileio import append_jsonl, check_meta, read_json, read_jsonl, write_json
 from golden_fast.locate.brute_force import request_key
@@ -114,14 +114,13 @@ def _batch(model, tok, facts, keys, pre, suites, method, layer, hp, moments, pat
         try:
             post = evaluate(model, tok, facts, pre=pre, suites=suites)
             sampled = [i for i, k in enumerate(keys) if k in extra] if fluency else []
-            flu = evaluate(model, tok, [facts[i] for i in sampled], pre=pre, suites=suites,
-                           fluency=True).by_request() if sampled else {}
+            flu = fluency_scores(model, tok, [facts[i] for i in sampled]) if sampled else {}
         finally:
             res.revert()
         by = post.by_request()
         for j, i in enumerate(sampled):
-            if "fluency" in flu.get(j, {}):
-                by.setdefault(i, {})["fluency"] = flu[j]["fluency"]
+            if j in flu:
+                by.setdefault(i, {})["fluency"] = flu[j]
         done = {"method": method, "layer": layer, "keys": list(keys), "seconds": seconds, "peak": mem.to_dict(),
                 "warnings": sorted({w for t in res.traces for w in getattr(t, "warnings", []) or []}),
                 "metrics": [by.get(i, {}) for i in range(len(facts))]}
@@ -168,7 +167,7 @@ def run_editors(
                "editors-at-layers results")
     extra = set(keys if extra_keys is None else extra_keys)
     if fluency:
-        pre_fluency(model, tok, [r for r, k in zip(facts, keys) if k in extra], folder, suites)
+        pre_fluency(model, tok, [r for r, k in zip(facts, keys) if k in extra], folder)
     out: dict[tuple[str, int], EditorLayerResult] = {}
     for method in methods:
         for layer in layers:
@@ -185,18 +184,15 @@ def run_editors(
     return out
 
 
-def pre_fluency(model: nn.Module, tok: Any, facts: Sequence[Any], folder: str | Path,
-                suites: Sequence[str] = ("knowedit",)) -> dict[str, float]:
+def pre_fluency(model: nn.Module, tok: Any, facts: Sequence[Any], folder: str | Path) -> dict[str, float]:
     """The unedited model's fluency per fact (request key), kept in folder/fluency-pre.json; only the
     facts missing there are sampled (call before any edit is applied)."""
     path = Path(folder) / "fluency-pre.json"
     stored: dict[str, float] = read_json(path) or {}
     todo = [r for r in facts if request_key(r) not in stored]
     if todo:
-        by = evaluate(model, tok, todo, suites=suites, fluency=True).by_request()
-        for i, r in enumerate(todo):
-            if "fluency" in by.get(i, {}):
-                stored[request_key(r)] = float(by[i]["fluency"])
+        for i, value in fluency_scores(model, tok, todo).items():
+            stored[request_key(todo[i])] = float(value)
         if distributed.is_main():
             write_json(path, stored)
     return {request_key(r): stored[request_key(r)] for r in facts if request_key(r) in stored}

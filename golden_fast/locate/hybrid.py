@@ -9,10 +9,9 @@ edits decide.
    editor (R-ROME by default; edit, evaluate, revert, `golden_fast.locate.brute_force`) and is
    scored by the mean metric ("overall" by default); the better half stays, the number of facts
    doubles (a surviving layer keeps the facts it has already edited and edits only the new ones),
-   until one layer is left. It stops
-   early when the leading layer's paired bootstrap interval of mean_i [s(i, leader) - s(i, l)]
-   lies above 0 for every other remaining layer l (95% by default; checked once at least
-   `min_stop_facts` facts are scored).
+   until one layer is left. It stops early when the leading layer's paired bootstrap interval of
+   mean_i [s(i, leader) - s(i, l)] lies above 0 for every other remaining layer l (95% by default;
+   checked once at least `min_stop_facts` facts are scored).
 
 The halving is `successive_halving(scorer, candidates, n_facts)`; a scorer is any function
 (fact index, layer) -> metric value. `EditScorer` is the real one (it edits); the look-up scorer
@@ -438,7 +437,6 @@ class HybridConfig:
             raise ValueError(f"HybridConfig.confidence must lie in (0, 1), got {self.confidence!r}")
         if self.min_stop_facts < 0:
             raise ValueError(f"HybridConfig.min_stop_facts must be >= 0, got {self.min_stop_facts!r}")
-
 
     def resolved(self, c: int, n_layers: int, n_facts: int) -> HybridConfig:
         """This config with n0 fixed: its own, else `budget_n0` for a shortlist of c layers out of

@@ -127,5 +127,5 @@ def test_unedited_fluency_is_the_plain_evaluation_and_is_kept(env, monkeypatch):
     want = evaluate(model, tok, facts, fluency=True).by_request()
     assert got == {request_key(r): pytest.approx(want[i]["fluency"]) for i, r in enumerate(facts)}
     assert json.loads((env / "fluency-pre.json").read_text()) == pytest.approx(got)
-    monkeypatch.setattr("golden_fast.experiment.editors.evaluate", lambda *a, **k: pytest.fail("sampled again"))
+    monkeypatch.setattr("golden_fast.experiment.editors.fluency_scores", lambda *a, **k: pytest.fail("sampled again"))
     assert pre_fluency(model, tok, facts, env) == got

@@ -88,15 +88,14 @@ def test_interrupted_brute_force_and_editors_resume(env, llama, monkeypatch):
     pairs = out / "locate" / "brute-proxy" / "pairs.jsonl"
     assert len(pairs.read_text().splitlines()) == 4
 
-    # 2. resumed; Ctrl-C inside the editors part, while the 3rd R-ROME fact is evaluated (the first
-    # evaluation samples the unedited model's fluency)
+    # 2. resumed; Ctrl-C inside the editors part, while the 3rd R-ROME fact is evaluated
     c = Counter().install(monkeypatch)
     evals = []
     real_eval = editors_mod.evaluate
 
     def evaluate(*a, **k):
         evals.append(1)
-        if len(evals) == 4:
+        if len(evals) == 3:
             raise KeyboardInterrupt
         return real_eval(*a, **k)
 
