@@ -15,7 +15,9 @@ so each row is the time of that editor alone.
 targets: the optimised targets (z) of the first max(--sizes) facts, computed --chunk facts at a time by
 the first z-optimising method of --methods and saved to the shared store after every chunk: an
 interrupted run keeps what it finished, and a later `batch` run serves them (a target is the same
-alone or in a batch). For the 1,000-fact batches, whose targets take hours on one core.
+alone or in a batch). For the 1,000-fact batches, whose targets take hours on one core. The batch and
+lifelong modes also save new targets to the store every five minutes while they optimise, so an
+interrupted chunk keeps the groups it finished.
 
 lifelong: the first --total facts edited --chunk at a time (each chunk on the model as the earlier
 ones left it); at every --every facts the metrics of all facts edited so far and the perplexity.
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -104,7 +107,7 @@ def run_batch(args: argparse.Namespace, model, tok, out: Path) -> list[dict[str,
     pre, ppl0 = _pre(model, tok, args, out, facts)
     rows = []
     store = home() / "targets" / f"{args.model}.safetensors"  # z and v* shared by every run on this model
-    with reuse_targets(TargetCache.load(store)) as cache:
+    with reuse_targets(TargetCache.load(store).autosave(store)) as cache:
         for n in sorted(args.sizes):
             for method in args.methods:
                 path = out / f"batch-{method}-n{n:05d}.json"
@@ -190,11 +193,12 @@ def run_lifelong(args: argparse.Namespace, model, tok, out: Path) -> list[dict[s
         chunks = [c for c in chunks if c["edits"] <= done]
         last_point = curve[-1]["edits"] if curve else 0
         store = home() / "targets" / f"{args.model}.safetensors"  # shared with batch mode (see the docstring)
+        bar = tqdm(total=args.total, initial=done, unit="edit", desc=f"lifelong {method}", disable=args.quiet)
         try:
             while done < args.total:
                 stop = min(done + args.chunk, args.total)
                 t0 = time.perf_counter()
-                with reuse_targets(TargetCache.load(store)) as cache, measure_peak() as mem:
+                with reuse_targets(TargetCache.load(store).autosave(store)) as cache, measure_peak() as mem:
                     res = ed.edit(facts[done:stop], mode="sequential", batch_size=args.chunk)
                 wall = time.perf_counter() - t0
                 if cache.misses:
@@ -204,6 +208,7 @@ def run_lifelong(args: argparse.Namespace, model, tok, out: Path) -> list[dict[s
                 chunks.append({"edits": stop, "seconds": wall + reused, "targets_reused_seconds": reused,
                                "targets_served": cache.hits, "peak": mem.to_dict()})
                 write_json(folder / "chunks.json", chunks)
+                bar.update(stop - done)
                 done = stop
                 if done % args.every and done != args.total:
                     continue
@@ -224,6 +229,7 @@ def run_lifelong(args: argparse.Namespace, model, tok, out: Path) -> list[dict[s
                 _print_row(curve[-1])
                 last_point = done
         finally:
+            bar.close()
             ed.revert()
             for live in reversed(replayed):
                 live.revert(model)

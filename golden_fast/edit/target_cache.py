@@ -27,6 +27,7 @@ import contextvars
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,9 @@ class TargetCache:
         self._store: dict[tuple, CachedTarget] = {}
         self.hits = 0
         self.misses = 0
+        self._autosave: tuple[Path, float] | None = None
+        self._unsaved = 0
+        self._saved_at = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._store)
@@ -67,6 +71,22 @@ class TargetCache:
 
     def put(self, key: tuple, entry: CachedTarget) -> None:
         self._store[key] = entry
+        self._unsaved += 1
+
+    def autosave(self, path: str | os.PathLike, every_s: float = 300.0) -> TargetCache:
+        """Save to `path` at `checkpoint()` once `every_s` seconds have passed since the last save and
+        there is something new: an optimisation of many groups, interrupted, keeps the groups it finished."""
+        self._autosave = (Path(path), float(every_s))
+        self._saved_at = time.monotonic()
+        return self
+
+    def checkpoint(self) -> None:
+        """Called between groups of targets (values.py): saves when `autosave` asks for it."""
+        if self._autosave is None or not self._unsaved:
+            return
+        path, every_s = self._autosave
+        if time.monotonic() - self._saved_at >= every_s:
+            self.save(path)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write every entry to one safetensors file (tensors, with the keys and costs as its JSON
@@ -105,6 +125,8 @@ class TargetCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "golden-fast-targets", "entries": json.dumps(meta)})
+        self._unsaved = 0
+        self._saved_at = time.monotonic()
         return path
 
     @classmethod

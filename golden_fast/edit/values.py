@@ -191,21 +191,27 @@ def optimise_targets(
     reused_seconds = sum(e.seconds for e in entries if e is not None)
     cache.hits += len(requests) - len(missing)
     cache.misses += len(missing)
-    fresh = None
-    if missing:
-        fresh = run(model, tok, [requests[i] for i in missing], layer, site, templates, hparams, reuse, group_size)
-        per = (fresh.setup_seconds + fresh.loop_seconds) / len(missing)
-        for j, i in enumerate(missing):
+    # one group at a time into the cache (the same groups `_optimise` makes), so that an autosaving
+    # cache keeps the finished groups of a long optimisation; the ranks of a collective share one call
+    step = len(missing) if run is _optimise_shared else group_size
+    setup = loop = 0.0
+    for lo in range(0, len(missing), max(step, 1)):
+        part = missing[lo:lo + step]
+        fresh = run(model, tok, [requests[i] for i in part], layer, site, templates, hparams, reuse, group_size)
+        setup, loop = setup + fresh.setup_seconds, loop + fresh.loop_seconds
+        per = (fresh.setup_seconds + fresh.loop_seconds) / len(part)
+        for j, i in enumerate(part):
             entries[i] = CachedTarget(fresh.delta[j].clone(), fresh.init[j].clone(), list(fresh.loss_curves[j]),
                                 fresh.nll_final[j], per)
             cache.put(keys[i], entries[i])
+        cache.checkpoint()
     return TargetResult(
         torch.stack([e.delta for e in entries]),
         torch.stack([e.init for e in entries]),
         [list(e.loss_curve) for e in entries],
         [e.nll_final for e in entries],
-        fresh.setup_seconds if fresh is not None else 0.0,
-        fresh.loop_seconds if fresh is not None else 0.0,
+        setup,
+        loop,
         reused_seconds,
         len(requests) - len(missing),
     )

@@ -131,3 +131,51 @@ def test_two_writers_of_one_store_keep_both_entries(tmp_path):
     back = TargetCache.load(path)
     assert len(back) == 3 and back.get(ka) is not None and back.get(kb) is not None
     assert torch.equal(back.get(both).delta, torch.ones(2))  # b saved last: its entry
+
+
+def test_autosaving_cache_keeps_finished_groups_of_an_interrupted_optimisation(llama, tmp_path, monkeypatch):
+    """Targets optimised a group at a time: when the third group fails, the store holds the first two,
+    and a rerun serves them and optimises only the rest, to the same targets as one uninterrupted run."""
+    from golden_fast.edit import values
+
+    model, tok = llama
+    hp = Editor(model, tok, "memit", layers=[1], hparams=FAST, progress=False).hparams
+    args = (model, tok, REQS, 1, "out", ["{}", "The {}"], hp)
+    whole = values.optimise_targets(*args, group_size=1)
+
+    path = tmp_path / "targets.safetensors"
+    real, calls = values._optimise_group, []
+
+    def failing_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(values, "_optimise_group", failing_third)
+    with reuse_targets(TargetCache().autosave(path, every_s=0)), pytest.raises(KeyboardInterrupt):
+        values.optimise_targets(*args, group_size=1)
+    assert len(TargetCache.load(path)) == 2
+
+    monkeypatch.setattr(values, "_optimise_group", real)
+    with reuse_targets(TargetCache.load(path)) as cache:
+        resumed = values.optimise_targets(*args, group_size=1)
+    assert (cache.hits, cache.misses) == (2, 1)
+    torch.testing.assert_close(resumed.delta, whole.delta, rtol=0, atol=0)
+
+
+def test_autosave_waits_for_its_interval(tmp_path):
+    """checkpoint() writes nothing before the interval has passed, nor when nothing is new."""
+    from golden_fast.edit.target_cache import CachedTarget
+
+    path = tmp_path / "targets.safetensors"
+    cache = TargetCache().autosave(path, every_s=3600)
+    cache.put(("a",), CachedTarget(torch.zeros(2), torch.zeros(2, dtype=torch.float64), [1.0], 1.0, 1.0))
+    cache.checkpoint()
+    assert not path.exists()
+    cache.autosave(path, every_s=0)
+    cache.checkpoint()
+    assert len(TargetCache.load(path)) == 1
+    path.unlink()
+    cache.checkpoint()  # nothing new since the save
+    assert not path.exists()
