@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-from golden_fast.edit import EditJournal, Editor, apply_journal  # noqa: E402
+from golden_fast.edit import EditJournal, Editor  # noqa: E402
 from golden_fast.edit.target_cache import TargetCache, reuse_targets  # noqa: E402
 from golden_fast.evaluate import EvalReport, evaluate  # noqa: E402
 from golden_fast.evaluate.perplexity import perplexity  # noqa: E402
@@ -180,13 +180,8 @@ def run_lifelong(args: argparse.Namespace, model, tok, out: Path) -> list[dict[s
         curve: list[dict[str, Any]] = read_json(folder / "curve.json") or []
         chunks: list[dict[str, Any]] = read_json(folder / "chunks.json") or []  # seconds and peak of each chunk
         ed = Editor(model, tok, method, hparams=_hparams(args, method), progress=False, revert_each=False)
-        replayed = []
-        for n in _saved_chunks(folder):  # replay the saved chunks, bitwise, with the editor's state
-            journal = EditJournal.load(folder / f"journal-{n:05d}")
-            replayed.append(apply_journal(model, journal))
-            if journal.editor_state is not None:
-                ed.state.clear()
-                ed.state.update(journal.editor_state)
+        # replay the saved chunks, bitwise, with the editor's state; C stays the unedited model's
+        replayed = ed.resume(EditJournal.load(folder / f"journal-{n:05d}") for n in _saved_chunks(folder))
         done = _saved_chunks(folder)[-1] if replayed else 0
         # what is recorded past the journals on disk (a checkout without them) is measured again
         curve = [p for p in curve if p["edits"] <= done]

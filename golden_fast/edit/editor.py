@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,7 +33,7 @@ from torch import nn
 
 from golden_fast import distributed
 from golden_fast.edit.common import EditError, collective, rank_local, shared_steps
-from golden_fast.edit.journal import EditJournal, revert_journals
+from golden_fast.edit.journal import EditJournal, apply_journal, revert_journals
 from golden_fast.edit.registry import EditorSpec, get_editor, normalise_name
 from golden_fast.models import get_adapter
 
@@ -399,6 +399,34 @@ class Editor:
             raise EditError(f"{self.method}: after the edit the ranks hold different weights at layers "
                             f"{sorted(self.layers)} (rank {distributed.rank()} of {distributed.world_size()}); "
                             "every rank must edit the same requests on the same model, or use rank_local=True")
+
+    def resume(self, journals: Iterable[EditJournal]) -> list[EditJournal]:
+        """Go on with an earlier run on this model, reloaded unedited: fix the statistics this editor
+        uses on the weights as they are now, apply `journals` in order (bitwise, `apply_journal`), and
+        take the editor's state from the last journal that saved one. Returns the applied journals,
+        live (each can `revert(model)`); this Editor's `revert` does not undo them.
+
+        The order matters: C is a statistic of the unedited model, and one looked up or computed after
+        the replay would belong to the edited weights instead, so a resumed run would solve with
+        another C than the run it continues."""
+        moments = self._stats() if self._fn is None else None
+        if getattr(moments, "source", None) is not None:
+            for layer in self.layers:
+                moments.C(layer, self.adapter.down_weight(layer).shape[1])
+        applied: list[EditJournal] = []
+        state = None
+        try:
+            for journal in journals:  # one at a time: a stateful editor's journals each hold its state
+                applied.append(apply_journal(self.model, journal))
+                state = journal.editor_state if journal.editor_state is not None else state
+        except BaseException:
+            for live in reversed(applied):
+                live.revert(self.model)
+            raise
+        if state is not None:
+            self._set_state(state)
+            self._initial_state = dict(self.state)
+        return applied
 
     def revert(self) -> None:
         """Undo every edit this Editor made that is still applied: the model ends bitwise as it was

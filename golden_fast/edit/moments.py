@@ -55,9 +55,22 @@ class Moments:
         layers = list(hparams.layers)
         # C belongs to the unedited model: key the cache by its identity, taken now
         mid = model_identity(model)
-        # a pass is a collective under torchrun: only a shared edit has every rank here together
-        return cls(lambda l: get_second_moment(model, tok, l, config, layers=layers, model_id=mid,
-                                               data_parallel=collective()).mean())
+
+        def source(layer: int) -> torch.Tensor:
+            # once the weights have changed, a pass would measure the edited model under the unedited
+            # one's name: only the cache may answer then
+            unchanged = model_identity(model) == mid
+            try:
+                # a pass is a collective under torchrun: only a shared edit has every rank here together
+                return get_second_moment(model, tok, layer, config, layers=layers, model_id=mid,
+                                         data_parallel=collective(), compute=unchanged).mean()
+            except LookupError as e:
+                raise LookupError(
+                    f"layer {layer}: C of the unedited model ({mid}) is not cached and the weights have been "
+                    "edited since the editor took its statistics; load them before the first edit "
+                    "(Editor.resume does, for a replayed run)") from e
+
+        return cls(source)
 
     def C(self, layer: int, dim: int) -> torch.Tensor:
         if layer not in self._C:

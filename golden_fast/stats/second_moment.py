@@ -448,6 +448,7 @@ def second_moments(
     progress: bool = True,
     model_id: str | None = None,
     data_parallel: bool = True,
+    compute: bool = True,
 ) -> dict[int, SecondMoment]:
     """{layer: SecondMoment} for every requested layer; missing ones computed in ONE pass.
 
@@ -458,6 +459,8 @@ def second_moments(
     data_parallel: under torchrun, a pass is split across the ranks and every rank must call with
     the same arguments (a call whose layers are all cached on every rank needs no other rank);
     False: this process computes alone (ranks doing different work).
+    compute=False: only the cache; a missing layer raises LookupError (the caller's weights are no
+    longer those `model_id` names, so a pass would measure other weights under its name).
     """
     config = config or StatsConfig()
     s = _setup(model, tok, layers, config, progress, model_id)
@@ -468,6 +471,8 @@ def second_moments(
     split = data_parallel and distributed.active()
     out = _load_cached(model, s, config, folder, expect) if config.cache else {}
     missing = [layer for layer in s.layers if layer not in out]
+    if missing and not compute:
+        raise LookupError(f"second moments of layers {missing} for {s.model_id} are not in the statistics cache")
     if missing:
         missing = _agree_missing(missing, split)
         plan = _read_plan(tok, s, config, split)
@@ -541,12 +546,15 @@ def per_layer_second_moments(
 @overload
 def get_second_moment(model: nn.Module, tok, layer: int, config: StatsConfig | None = ...,
                       progress: bool = ..., model_id: str | None = ...,
-                      layers: Sequence[int] | None = ..., data_parallel: bool = ...) -> SecondMoment: ...
+                      layers: Sequence[int] | None = ..., data_parallel: bool = ...,
+                      compute: bool = ...) -> SecondMoment: ...
 @overload
 def get_second_moment(model: nn.Module, tok, layer: Sequence[int], config: StatsConfig | None = ...,
                       progress: bool = ..., model_id: str | None = ...,
-                      layers: Sequence[int] | None = ..., data_parallel: bool = ...) -> dict[int, SecondMoment]: ...
-def get_second_moment(model, tok, layer, config=None, progress=True, model_id=None, layers=None, data_parallel=True):
+                      layers: Sequence[int] | None = ..., data_parallel: bool = ...,
+                      compute: bool = ...) -> dict[int, SecondMoment]: ...
+def get_second_moment(model, tok, layer, config=None, progress=True, model_id=None, layers=None, data_parallel=True,
+                      compute=True):
     """The cached accessor for editors: a SecondMoment for one layer, {layer: SecondMoment} for a
     sequence of layers. Every missing layer of `layer` and `layers` (the other layers the caller
     will ask for next, e.g. all of MEMIT's) is computed in the same single pass.
@@ -554,11 +562,12 @@ def get_second_moment(model, tok, layer, config=None, progress=True, model_id=No
     An editor that edits weights between calls must pass `model_id` (model_identity of the
     unedited model, taken before the first edit): the identity follows the weights, so otherwise
     the second call misses the cache and computes C on the edited model. `data_parallel`: as
-    `second_moments` (False for an edit that runs on one rank alone).
+    `second_moments` (False for an edit that runs on one rank alone); `compute`: likewise.
     """
     single = isinstance(layer, int) and not isinstance(layer, bool)
     wanted = [layer] if single else list(layer)
-    got = second_moments(model, tok, sorted({*wanted, *(layers or ())}), config, progress, model_id, data_parallel)
+    got = second_moments(model, tok, sorted({*wanted, *(layers or ())}), config, progress, model_id, data_parallel,
+                         compute)
     return got[layer] if single else {w: got[w] for w in wanted}
 
 

@@ -323,3 +323,40 @@ def test_cli_layer_parsing():
     for bad in ("3-1", "x", "0-30", "-1"):
         with pytest.raises(CLIError):
             parse_layers(bad, 30)
+
+
+def test_cache_only_lookup_raises_for_missing_layers(llama, corpus):
+    model, tok = llama
+    cfg = _cfg(corpus, cache=True)
+    with pytest.raises(LookupError, match=r"layers \[2\]"):
+        second_moments(model, tok, [2], cfg, progress=False, compute=False)
+    second_moments(model, tok, [2], cfg, progress=False)
+    assert 2 in second_moments(model, tok, [2], cfg, progress=False, compute=False)
+
+
+def test_editor_moments_never_measure_edited_weights_under_the_unedited_name(corpus):
+    """An editor's C is keyed by the unedited model's identity: once the weights change, a layer that
+    is not cached is refused (a pass would measure the edited weights), and a cached one is served."""
+    from golden_fast.edit.config import ROMEConfig
+    from golden_fast.edit.moments import Moments
+
+    model, tok = load_model("tiny-llama")
+    a = get_adapter(model)
+    hp = ROMEConfig(layers=[1, 2], mom2_dataset=corpus, mom2_n_samples=100)
+    moments = Moments.from_stats(model, tok, hp)
+    w0 = a.down_weight(0).detach().clone()
+    with torch.no_grad():
+        a.down_weight(0).mul_(1.5)  # an edit before C was loaded
+    with pytest.raises(LookupError, match="layer 1: C of the unedited model"):
+        moments.C(1, a.d_ff)
+    with torch.no_grad():
+        a.down_weight(0).copy_(w0)  # the unedited weights again: the pass may run
+    C1 = moments.C(1, a.d_ff)  # computes layers 1 and 2 in one pass, cached
+    with torch.no_grad():
+        a.down_weight(0).mul_(1.5)
+    C2 = moments.C(2, a.d_ff)  # from the cache, though the weights changed
+    with torch.no_grad():
+        a.down_weight(0).copy_(w0)
+    want = second_moments(model, tok, [1, 2], _cfg(corpus), progress=False)
+    torch.testing.assert_close(C1, want[1].mean().double())
+    torch.testing.assert_close(C2, want[2].mean().double())
