@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from golden_fast import distributed
-from golden_fast.edit import EditJournal, Editor, apply_journal
+from golden_fast.edit import EditJournal, Editor
 from golden_fast.edit.editor import SharedOverrides
 from golden_fast.evaluate import EvalReport, evaluate
 from golden_fast.experiment.memory import measure_peak
@@ -152,10 +152,9 @@ def run_sequential_curve(
     W0 = adapter.down_weight(layer).detach().clone()
     bar = None
     try:
-        for stop in kept:
-            apply_journal(model, EditJournal.load(journals[stop]))
         ed = Editor(model, tok, method, layers=[layer], hparams=SharedOverrides(hparams or {}), stats=moments,
                     progress=False, revert_each=False)
+        ed.resume(EditJournal.load(journals[stop]) for stop in kept)  # C taken before the replay
         todo = [c for c in checkpoints if c > done]
         if progress and todo:
             from tqdm.auto import tqdm
