@@ -9,8 +9,9 @@ Per model, from the study's folder (bench/results/experiment/<model>-<data>/):
   3. causal tracing (the study's settings, from locate/cma.json) on the same facts, in chunks, within a
      time budget, saved as cma-pool.json (per-fact curves; a rerun traces only the facts still missing);
      CMA's draws come from the traced facts only when it could not trace them all;
-  4. `resample_locators`: proxy brute force, the hybrid (LGA shortlist, library defaults), LGA alone,
-     CMA alone; band = the pool's golden band; cost in edits, seconds and as a ratio to the study's
+  4. `resample_locators`: proxy brute force, the hybrid (LGA shortlist, library defaults), brute force
+     on the first 2 facts of each set (what the hybrid's budget buys without shortlist or halving), LGA
+     alone, CMA alone; band = the pool's golden band; cost in edits, seconds and as a ratio to the study's
      proxy brute force (20 facts x every layer);
   5. bench/results/locate/<model>/resample.json and a Markdown table.
 
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from golden_fast.fileio import read_json, write_json  # noqa: E402
-from golden_fast.locate.hybrid import budget_n0  # noqa: E402
+from golden_fast.locate.hybrid import HybridConfig, budget_n0  # noqa: E402
 from golden_fast.locate.resample import (  # noqa: E402
     Pool,
     add_costs,
@@ -62,6 +63,10 @@ OUT = ROOT / "bench/results/locate"
 STUDY_PROXY_FACTS = 20  # the study's proxy brute force: 20 facts at every layer
 BASE_SIZES = (5, 10, 20, 50)
 HYBRID = "hybrid (LGA shortlist)"
+# the hybrid's budget (library default): at most 2 trial edits per candidate layer, so brute force on
+# the first 2 facts of a proxy set costs what the hybrid may spend at most
+BUDGET_PER_LAYER = int(HybridConfig().budget_per_layer)
+EQUAL_COST = f"brute force on {BUDGET_PER_LAYER} facts (the hybrid's budget)"
 #: alternatives of the hybrid's default settings (c = 8, n0 by the budget rule), run only when asked
 #: (--hybrid-alt): fixed first rounds, and a shorter shortlist
 HYBRID_ALTERNATIVES: dict[str, dict[str, Any]] = {
@@ -297,7 +302,8 @@ def sizes_for(n: int) -> list[int]:
 
 
 def locators(lga_per: np.ndarray, alternatives: Sequence[str] = ()) -> dict[str, Any]:
-    locs = {"proxy brute force": proxy_brute(), HYBRID: hybrid_lookup(lga=lga_per), "LGA only": lga_only(lga_per)}
+    locs = {"proxy brute force": proxy_brute(), HYBRID: hybrid_lookup(lga=lga_per), "LGA only": lga_only(lga_per),
+            EQUAL_COST: proxy_brute(first=BUDGET_PER_LAYER)}
     for name in alternatives:
         locs[f"hybrid, {name}"] = hybrid_lookup(lga=lga_per, **HYBRID_ALTERNATIVES[name])
     return locs

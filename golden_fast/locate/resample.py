@@ -308,13 +308,17 @@ class Pick:
 Locator = Callable[[Pool, np.ndarray, int], Pick]
 
 
-def proxy_brute() -> Locator:
+def proxy_brute(first: int | None = None) -> Locator:
     """Brute force on the proxy set: argmax of the column means of the sampled facts (ties: the
-    lower layer); cost = facts x layers."""
+    lower layer); cost = facts x layers. `first`: only the first so many facts of each set (all when
+    it has fewer), e.g. brute force at the cost another locator is allowed."""
+    if first is not None and int(first) < 1:
+        raise ValueError(f"proxy_brute: first must be >= 1, got {first!r}")
 
     def pick(pool: Pool, rows: np.ndarray, seed: int) -> Pick:
-        mean = pool.values[rows].mean(0)
-        return Pick(pool.layers[int(np.argmax(mean))], len(rows) * len(pool.layers))
+        used = rows if first is None else rows[: int(first)]
+        mean = pool.values[used].mean(0)
+        return Pick(pool.layers[int(np.argmax(mean))], len(used) * len(pool.layers))
 
     return pick
 

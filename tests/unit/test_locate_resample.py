@@ -58,6 +58,11 @@ def test_proxy_brute_and_hybrid_pick():
     rows = np.arange(20)[::-1]
     p = proxy_brute()(pool, rows, 0)
     assert p.layer == int(np.argmax(pool.values[rows].mean(0))) and p.edits == 20 * L
+    two = proxy_brute(first=2)(pool, rows, 0)  # brute force on the first two facts of the set alone
+    assert two.layer == int(np.argmax(pool.values[rows[:2]].mean(0))) and two.edits == 2 * L
+    assert proxy_brute(first=50)(pool, rows, 0) == p
+    with pytest.raises(ValueError, match="first must be"):
+        proxy_brute(first=0)
     short = [3, 7, 1, 9, 5, 11, 0, 2]
     h = hybrid_lookup(shortlist=short, n0=4)(pool, rows, 0)
     hv = successive_halving(LookupScorer(pool.values, pool.layers, rows), short, 20, n0=4, seed=0)
