@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from golden_fast.data import EditRequest
+from golden_fast.data.builtin import builtin_facts
 from golden_fast.edit import Editor
 from golden_fast.models import get_adapter, load_model
 
@@ -17,12 +17,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 import lifelong_norms  # noqa: E402
 
 FAST = {"mom2_adjustment": False, "v_num_grad_steps": 4, "context_template_length_params": [[3, 2]]}
-REQS = [
-    EditRequest(prompt="{} is located in", subject="Eiffel Tower", target_new="Rome", ground_truth="Paris"),
-    EditRequest(prompt="The mother tongue of {} is", subject="Danielle Darrieux", target_new="English",
-                ground_truth="French"),
-    EditRequest(prompt="{} plays the", subject="Toko Yasuda", target_new="piano", ground_truth="guitar"),
-]
 
 
 def test_update_norms_written_out():
@@ -43,7 +37,7 @@ def test_accumulated_update_equals_the_weight_change_of_the_run(tmp_path):
     W0 = {l: a.down_weight(l).detach().to(torch.float64).clone() for l in range(a.n_layers)}
     ed = Editor(model, tok, "memit", layers=layers, hparams=FAST, progress=False, revert_each=False)
     seen = {}
-    for n, req in enumerate(REQS, start=1):
+    for n, req in enumerate(builtin_facts()[:3], start=1):
         ed.edit([req], mode="batch").journal.save(tmp_path / f"journal-{n:05d}")
         seen[n] = {l: a.down_weight(l).detach().to(torch.float64) - W0[l] for l in layers}
     rows = lifelong_norms.run_folder(tmp_path, W0, step=2)
