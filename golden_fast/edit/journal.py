@@ -208,7 +208,7 @@ class EditJournal:
         self.versions: dict[str, str] = {}
         #: a stateful editor's state after these updates (AlphaEdit's preserved keys, UltraEdit's
         #: running normalisation), so that an edited model can go on being edited after a reload
-        #: (`Editor(..., state=journal.editor_state)`); tensors by name, None for stateless editors
+        #: (`Editor.resume`, which replays the journals after taking C); tensors by name, None for stateless editors
         self.editor_state: dict[str, torch.Tensor] | None = None
         # The model the updates went into: revert() must restore that model, not another.
         self._model: weakref.ReferenceType[nn.Module] | None = None
