@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     done = {json.dumps(r["settings"], sort_keys=True) for r in read_jsonl(path) if same(r)}
     pre = evaluate(model, tok, reqs, suites=("knowedit",))
     store = home() / "targets" / f"{args.model}.safetensors"  # z and v* shared by every run on this model
-    with reuse_targets(TargetCache.load(store)) as cache:
+    with reuse_targets(TargetCache.load(store).autosave(store)) as cache:
         for setting in settings_grid(args.grid):
             setting = dict(args.fixed) | setting
             if json.dumps(setting, sort_keys=True) in done:
