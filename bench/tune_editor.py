@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             setting = dict(args.fixed) | setting
             if json.dumps(setting, sort_keys=True) in done:
                 continue
-            ed = Editor(model, tok, args.method, hparams=setting, progress=False)
+            ed = Editor(model, tok, args.method, hparams=setting, progress=True)  # targets take minutes
             t0 = time.perf_counter()
             res = ed.edit(reqs, mode="batch")
             edit_s = time.perf_counter() - t0
