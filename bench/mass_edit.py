@@ -266,7 +266,11 @@ def _print_row(p: dict[str, Any]) -> None:
     print(f"{p['mode']:8s} {p['method']:10s} {size:6d}  {vals}  ppl {p['perplexity_before']:.2f} -> "
           f"{p['perplexity_after']:.2f}  edit {t.get('total', p.get('edit_seconds', 0)):.0f} s"
           + (f" (targets / keys / solve / apply {split})" if split else "")
-          + f"  peak +{p['peak'].get('extra_mib') or float('nan'):.0f} MiB", flush=True)
+          + f"  peak +{_or_nan(p['peak'].get('extra_mib')):.0f} MiB", flush=True)
+
+
+def _or_nan(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
 
 
 def main(argv: list[str] | None = None) -> int:
