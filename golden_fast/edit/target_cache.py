@@ -81,8 +81,11 @@ class TargetCache:
         return self
 
     def checkpoint(self) -> None:
-        """Called between groups of targets (values.py): saves when `autosave` asks for it."""
-        if self._autosave is None or not self._unsaved:
+        """Called between groups of targets (values.py): saves when `autosave` asks for it. Never in a
+        collective edit: the ranks' clocks differ, and a save there waits for every rank."""
+        from golden_fast.edit.common import collective
+
+        if self._autosave is None or not self._unsaved or collective():
             return
         path, every_s = self._autosave
         if time.monotonic() - self._saved_at >= every_s:
