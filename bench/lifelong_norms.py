@@ -33,31 +33,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _common  # noqa: E402
+import mass_edit  # noqa: E402
 
 from golden_fast.edit import EditJournal  # noqa: E402
 from golden_fast.fileio import read_json  # noqa: E402
 from golden_fast.models import get_adapter, load_model  # noqa: E402
 
 
-def update_norms(dW: torch.Tensor, W: torch.Tensor) -> dict[str, float]:
-    """rel_fro, rel_spec and stable_rank of the update dW against the weight W (both (d, m))."""
-    dW, W = dW.to(torch.float64), W.to(torch.float64)
+def weight_norms(W: torch.Tensor) -> tuple[float, float]:
+    """(||W||_F, ||W||_2) in float64."""
+    W = W.to(torch.float64)
+    return float(torch.linalg.matrix_norm(W)), float(torch.linalg.matrix_norm(W, ord=2))
+
+
+def update_norms(dW: torch.Tensor, W: torch.Tensor | tuple[float, float]) -> dict[str, float]:
+    """rel_fro, rel_spec and stable_rank of the update dW against the weight W (both (d, m)), or
+    against W's `weight_norms` computed once."""
+    w_fro, w_spec = weight_norms(W) if isinstance(W, torch.Tensor) else W
+    dW = dW.to(torch.float64)
     fro, spec = float(torch.linalg.matrix_norm(dW)), float(torch.linalg.matrix_norm(dW, ord=2))
-    return {"rel_fro": fro / float(torch.linalg.matrix_norm(W)),
-            "rel_spec": spec / float(torch.linalg.matrix_norm(W, ord=2)),
+    return {"rel_fro": fro / w_fro, "rel_spec": spec / w_spec,
             "stable_rank": fro**2 / spec**2 if spec > 0 else 0.0}
 
 
 def journal_points(folder: Path) -> list[tuple[int, Path]]:
     """(facts edited, journal folder) of each saved chunk, ascending."""
-    found = [(int(p.name.split("-")[1]), p) for p in folder.glob("journal-*") if p.name.split("-")[1].isdigit()]
-    return sorted(found)
+    return [(n, folder / f"journal-{n:05d}") for n in mass_edit._saved_chunks(folder)]
 
 
 def run_folder(folder: Path, weights: dict[int, torch.Tensor], step: int) -> list[dict[str, Any]]:
     """The norms of the accumulated update after every `step` facts (and the run's curve points)."""
     curve = {p["edits"]: p for p in (read_json(folder / "curve.json") or [])}
     acc: dict[int, torch.Tensor] = {}
+    w_norms: dict[int, tuple[float, float]] = {}  # each edited weight's norms, once (an SVD each)
     rows = []
     points = journal_points(folder)
     for edits, path in tqdm(points, desc=folder.name, unit="journal"):
@@ -66,11 +74,14 @@ def run_folder(folder: Path, weights: dict[int, torch.Tensor], step: int) -> lis
             term = e.u.to(torch.float64) @ e.v.to(torch.float64).T
             if term.shape != W.shape:
                 term = term.T
-            acc[e.layer] = acc.get(e.layer, torch.zeros_like(W, dtype=torch.float64)) + term
+            if e.layer not in acc:
+                acc[e.layer] = torch.zeros_like(W, dtype=torch.float64)
+                w_norms[e.layer] = weight_norms(W)
+            acc[e.layer] += term
         if edits % step and edits not in curve and edits != points[-1][0]:
             continue
         row: dict[str, Any] = {"edits": edits,
-                               "layers": {str(l): update_norms(acc[l], weights[l]) for l in sorted(acc)}}
+                               "layers": {str(l): update_norms(acc[l], w_norms[l]) for l in sorted(acc)}}
         if edits in curve:
             p = curve[edits]
             row["perplexity_ratio"] = p["perplexity_after"] / p["perplexity_before"]
