@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -244,13 +245,24 @@ def has_results(folder: str | os.PathLike, ignore: Sequence[str] = ("meta.json",
     return False
 
 
+def _changed(a: Any, b: Any) -> tuple[Any, Any]:
+    """The entries of two mappings that differ (the values themselves otherwise), for a short message."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = [k for k in {**a, **b} if a.get(k) != b.get(k)]
+        return {k: a.get(k) for k in keys}, {k: b.get(k) for k in keys}
+    return a, b
+
+
 def check_meta(folder: str | os.PathLike, meta: Mapping[str, Any], what: str,
-               ignore: Sequence[str] = ("meta.json",)) -> None:
+               ignore: Sequence[str] = ("meta.json",), adopt: Sequence[str] = ()) -> None:
     """Record `meta` in folder/meta.json, or check that it equals what is recorded there.
 
     Raises ValueError naming the settings that differ: results made with other settings are never
     mixed with new ones (use another output folder). A folder with no result yet (nothing but the
     files in `ignore`) takes the new settings: a run that failed before measuring anything binds nothing.
+    `adopt`: mappings whose entries a folder may lack (a method added to a study, a setting recorded
+    since the folder was made): the missing entries are recorded now and bind from then on; the
+    entries it holds must match. A folder that lacks the whole setting gets a warning.
     """
     folder = Path(folder)
     path = folder / "meta.json"
@@ -259,10 +271,29 @@ def check_meta(folder: str | os.PathLike, meta: Mapping[str, Any], what: str,
     if old is None or not has_results(folder, ignore):
         write_json(path, meta)
         return
-    # settings recorded there that no longer bind (a later version dropped them) are not compared
-    diff = sorted(k for k in meta if old.get(k) != meta.get(k))
+    grown = dict(old)
+    for k in adopt:
+        if k not in meta:
+            continue
+        if k not in old:
+            warnings.warn(f"{folder}: the {what} there predates the recording of {k}; the current values are "
+                          "recorded and assumed to be those it was made with", stacklevel=2)
+            grown[k] = meta[k]
+        elif isinstance(old[k], dict) and isinstance(meta[k], dict):
+            grown[k] = old[k] | {e: v for e, v in meta[k].items() if e not in old[k]}
+    if grown != old:
+        write_json(path, grown)
+        old = grown
+    # settings recorded there that no longer bind (a later version dropped them) are not compared; of
+    # an adopted mapping only the entries asked for now are
+    diff = []
+    for k in sorted(meta):
+        if k in adopt and isinstance(old.get(k), dict) and isinstance(meta[k], dict):
+            diff += [(f"{k}[{e!r}]", old[k][e], v) for e, v in meta[k].items() if old[k][e] != v]
+        elif old.get(k) != meta[k]:
+            diff.append((k, old.get(k), meta[k]))
     if diff:
-        detail = "; ".join(f"{k}: was {old.get(k)!r}, now {meta.get(k)!r}" for k in diff[:4])
+        detail = "; ".join(f"{k}: was {_changed(a, b)[0]!r}, now {_changed(a, b)[1]!r}" for k, a, b in diff[:4])
         raise ValueError(
             f"{folder}: the {what} there was made with other settings ({detail}); use another output folder "
             "or delete that one"

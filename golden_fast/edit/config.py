@@ -176,3 +176,12 @@ def preset(method: str, model_name: str | None) -> Any:
             if method in data:
                 return make_config(method, data[method])
     return make_config(method, {})
+
+
+def hparams_record(hp: Any, with_layers: bool = False) -> dict[str, Any]:
+    """An editor's resolved hyperparameters as plain JSON values, for a results folder's meta.json
+    (layers left out unless `with_layers`: a part that sets the layer itself records it apart)."""
+    d = hp.to_dict() if hasattr(hp, "to_dict") else dataclasses.asdict(hp)
+    if not with_layers:
+        d.pop("layers", None)
+    return json.loads(json.dumps(d, default=str))

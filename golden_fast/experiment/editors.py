@@ -164,7 +164,7 @@ def run_editors(
     folder = Path(folder)
     keys = [request_key(r) for r in facts]
     check_meta(folder, dict(meta or {}) | {"hparams": dict(hparams or {}), "suites": list(suites), "facts": keys},
-               "editors-at-layers results")
+               "editors-at-layers results", adopt=("editor_hparams",))
     extra = set(keys if extra_keys is None else extra_keys)
     if fluency:
         pre_fluency(model, tok, [r for r, k in zip(facts, keys) if k in extra], folder)

@@ -63,7 +63,7 @@ def run_batch_curve(
     folder = Path(folder)
     check_meta(folder, dict(meta or {}) | {"hparams": dict(hparams or {}), "suites": list(suites),
                                            "layers": None if layers is None else list(layers)},
-               "batch mass-editing curve")
+               "batch mass-editing curve", adopt=("editor_hparams",))
     curves: dict[str, list[dict[str, Any]]] = {}
     for method in methods:
         points = []
@@ -133,7 +133,7 @@ def run_sequential_curve(
     every = checkpoints[0]
     check_meta(folder, dict(meta or {}) | {"method": method, "layer": int(layer), "every": every,
                                            "hparams": dict(hparams or {}), "suites": list(suites)},
-               f"sequential {method} curve")
+               f"sequential {method} curve", adopt=("editor_hparams",))
     curve: list[dict[str, Any]] = read_json(folder / "curve.json") or []
     done = curve[-1]["edits"] if curve else 0
     if done >= checkpoints[-1] and all(c in {p["edits"] for p in curve} for c in checkpoints):

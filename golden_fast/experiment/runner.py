@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -84,6 +84,23 @@ class Context:
         from golden_fast.models.identity import model_identity
 
         return {"model": model_identity(self.model)}
+
+    def editors_meta(self, methods: Sequence[str], with_layers: bool = False) -> dict[str, Any]:
+        """`model_meta` and each method's resolved hyperparameters (its preset and the study's
+        overrides), so that a folder made under another preset is refused, not mixed. Layers only
+        `with_layers` (the parts that edit at a chosen layer record it themselves). A method with no
+        usable preset for this model is left out: its part says which setting to give."""
+        from golden_fast.edit import Editor
+        from golden_fast.edit.config import hparams_record
+
+        record = {}
+        for m in methods:
+            try:
+                ed = Editor(self.model, self.tok, m, hparams=self.config.hparam_overrides() or None, progress=False)
+            except ValueError:
+                continue
+            record[ed.method] = hparams_record(ed.hparams, with_layers)
+        return self.model_meta() | {"editor_hparams": record}
 
     def moments(self, layers: list[int]) -> Any:
         """One `Moments` for every editor of the editors and mass parts, with the R-ROME preset's corpus
@@ -209,7 +226,7 @@ def _part_editors(ctx: Context) -> str:
     judged, _ = held_apart(keys, {request_key(r) for r in ctx.facts.test[: c.test_brute_n]})
     res = run_editors(ctx.model, ctx.tok, test, layers, c.editors, ctx.out / "editors", ctx.pre(),
                       hparams=c.hparam_overrides(), moments=ctx.moments(layers), suites=c.suites,
-                      group_size=c.group_size, meta=ctx.model_meta(), progress=c.progress,
+                      group_size=c.group_size, meta=ctx.editors_meta(c.editors), progress=c.progress,
                       extra_keys=[keys[i] for i in judged], fluency=c.fluency)
     pending = "" if golden is not None else ("; the test golden layer is not known yet (brute-test unfinished): "
                                              "run this part again after brute-test")
@@ -252,7 +269,8 @@ def _part_mass_batch(ctx: Context) -> str:
     curves = run_batch_curve(ctx.model, ctx.tok, ctx.facts.pool, c.batch_methods, c.batch_sizes,
                              ctx.out / "mass" / "batch", ctx.pre(), layers=c.mass_layers,
                              hparams=c.hparam_overrides(), moments=ctx.moments(layers),
-                             suites=c.suites, meta=ctx.model_meta(), progress=c.progress)
+                             suites=c.suites, meta=ctx.editors_meta(c.batch_methods, c.mass_layers is None),
+                             progress=c.progress)
     return "; ".join(f"{m}: n = {[p['n'] for p in pts]}" for m, pts in curves.items())
 
 
@@ -268,7 +286,7 @@ def _part_mass_sequential(ctx: Context) -> str:
         curve = run_sequential_curve(ctx.model, ctx.tok, ctx.facts.pool, method, layer, c.checkpoints(),
                                      ctx.out / "mass" / f"sequential-{method}", ctx.pre(),
                                      hparams=c.hparam_overrides(), moments=ctx.moments([layer]), suites=c.suites,
-                                     meta=ctx.model_meta(), progress=c.progress)
+                                     meta=ctx.editors_meta([method]), progress=c.progress)
         done.append(f"{method}: {curve[-1]['edits']} edits at layer {layer}")
     return "; ".join(done)
 

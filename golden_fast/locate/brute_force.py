@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from golden_fast import distributed
+from golden_fast.edit.config import hparams_record
 from golden_fast.fileio import append_jsonl, atomic_write, atomic_write_json, check_meta, read_jsonl
 from golden_fast.models import get_adapter
 
@@ -108,12 +109,6 @@ def _editor_spec(editor: Any) -> tuple[str, Any, Any]:
             raise ValueError(f"brute force: unknown editor key(s) {unknown}; known: method, hparams, stats")
         return editor.get("method", "r-rome"), editor.get("hparams"), editor.get("stats")
     raise TypeError(f"brute force: editor must be None, a method name or a mapping, got {type(editor).__name__}")
-
-
-def _hparams_fingerprint(hp: Any) -> dict[str, Any]:
-    d = hp.to_dict() if hasattr(hp, "to_dict") else dataclasses.asdict(hp)
-    d.pop("layers", None)
-    return json.loads(json.dumps(d, default=str))
 
 
 def _stats_fingerprint(stats: Any, hp: Any) -> str:
@@ -234,7 +229,7 @@ def brute_force(
     meta = {
         "model": model_identity(model),
         "method": first.method,
-        "hparams": _hparams_fingerprint(first.hparams),
+        "hparams": hparams_record(first.hparams),
         "stats": _stats_fingerprint(stats, first.hparams),
         "suites": list(suites),
     }

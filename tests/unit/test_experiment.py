@@ -171,3 +171,30 @@ def test_experiment_report_renders_in_headless_chromium(env, chromium):
     c0 = (abs(pix[..., 0] - 0x1F / 255) < 0.08) & (abs(pix[..., 1] - 0x77 / 255) < 0.08) & \
          (abs(pix[..., 2] - 0xB4 / 255) < 0.08)
     assert c0.sum() > 200, "no figure rendered"
+
+
+def test_editors_meta_records_each_method_preset(tmp_path, monkeypatch):
+    """The editors' and mass parts' folders record each method's resolved hyperparameters (preset and
+    the study's overrides), so a preset changed between runs is refused, not mixed."""
+    import golden_fast.edit.config as edit_config
+    from golden_fast.experiment.runner import Context
+    from golden_fast.fileio import check_meta
+
+    model, tok = load_model("tiny-llama")
+    name = model.config.name_or_path
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / f"{name}.yaml").write_text("emmet:\n  layers: [1]\n  v_lr: 0.5\n")
+    monkeypatch.setattr(edit_config, "PRESET_DIR", tmp_path / "presets")
+    ctx = Context(config=_config(tmp_path / "run"), model=model, tok=tok, facts=None, layers=[0, 1],
+                  out=tmp_path / "run")
+    meta = ctx.editors_meta(["emmet", "r-rome"])
+    hp = meta["editor_hparams"]
+    assert hp["emmet"]["v_lr"] == 0.5 and "layers" not in hp["emmet"]
+    assert hp["emmet"]["v_num_grad_steps"] == 2  # the study's override (v_steps) on top of the preset
+    assert ctx.editors_meta(["emmet"], with_layers=True)["editor_hparams"]["emmet"]["layers"] == [1]
+    folder = tmp_path / "run" / "editors"
+    check_meta(folder, meta, "editors", adopt=("editor_hparams",))
+    (folder / "emmet-L01.json").write_text("{}")
+    (tmp_path / "presets" / f"{name}.yaml").write_text("emmet:\n  layers: [1]\n  v_lr: 4.0\n")
+    with pytest.raises(ValueError, match=r"editor_hparams\['emmet'\]: was \{'v_lr': 0.5\}, now \{'v_lr': 4.0\}"):
+        check_meta(folder, ctx.editors_meta(["emmet", "r-rome"]), "editors", adopt=("editor_hparams",))

@@ -115,3 +115,22 @@ def test_check_meta_binds_a_folder_to_its_settings(tmp_path):
                                          r"\(lr: was 0.5, now 0.25\); use another output folder"):
         check_meta(out, {"model": "m2", "lr": 0.25}, "search")
     assert read_json(out / "meta.json") == {"model": "m2", "lr": 0.5}  # untouched
+
+
+def test_check_meta_adopts_entries_a_folder_lacks(tmp_path):
+    out = tmp_path / "run"
+    check_meta(out, {"model": "m"}, "curve")
+    (out / "rows.jsonl").write_text("{}\n")
+    # a setting recorded since the folder was made: recorded now, with a warning
+    with pytest.warns(UserWarning, match="predates the recording of editors"):
+        check_meta(out, {"model": "m", "editors": {"emmet": {"v_lr": 0.5}}}, "curve", adopt=("editors",))
+    assert read_json(out / "meta.json")["editors"] == {"emmet": {"v_lr": 0.5}}
+    # a method added to the folder joins it; one asked for no more is not compared
+    check_meta(out, {"model": "m", "editors": {"memit": {"v_lr": 0.5}}}, "curve", adopt=("editors",))
+    assert read_json(out / "meta.json")["editors"] == {"emmet": {"v_lr": 0.5}, "memit": {"v_lr": 0.5}}
+    # a recorded method with other settings is refused, naming the method and the field
+    with pytest.raises(ValueError, match=r"editors\['emmet'\]: was \{'v_lr': 0.5\}, now \{'v_lr': 4.0\}"):
+        check_meta(out, {"model": "m", "editors": {"emmet": {"v_lr": 4.0}}}, "curve", adopt=("editors",))
+    # without adopt the mapping binds whole
+    with pytest.raises(ValueError, match="editors: was"):
+        check_meta(out, {"model": "m", "editors": {"emmet": {"v_lr": 0.5}}}, "curve")
