@@ -74,6 +74,13 @@ HYBRID_ALTERNATIVES: dict[str, dict[str, Any]] = {
     "n0=3": {"n0": 3},  # 8 x 3 + 4 x 3 + 2 x 6 = 48 edits at most
     "n0=2": {"n0": 2},  # 8 x 2 + 4 x 2 + 2 x 4 = 32 edits at most
     "c=6": {"c": 6},  # 6 x 4 + 3 x 4 + 2 x 8 = 52 edits at most
+    # LGA's shortlist, a third or a quarter kept a round
+    "eta=3": {"eta": 3},
+    "eta=4": {"eta": 4},
+    # every layer, no LGA: n0 = 1, cut short by the budget of 2 edits per layer
+    "all": {"c": "all"},
+    "all+eta=3": {"c": "all", "eta": 3},
+    "all+eta=4": {"c": "all", "eta": 4},
 }
 
 
@@ -305,7 +312,8 @@ def locators(lga_per: np.ndarray, alternatives: Sequence[str] = ()) -> dict[str,
     locs = {"proxy brute force": proxy_brute(), HYBRID: hybrid_lookup(lga=lga_per), "LGA only": lga_only(lga_per),
             EQUAL_COST: proxy_brute(first=BUDGET_PER_LAYER)}
     for name in alternatives:
-        locs[f"hybrid, {name}"] = hybrid_lookup(lga=lga_per, **HYBRID_ALTERNATIVES[name])
+        alt = HYBRID_ALTERNATIVES[name]
+        locs[f"hybrid, {name}"] = hybrid_lookup(lga=None if alt.get("c") == "all" else lga_per, **alt)
     return locs
 
 
@@ -413,7 +421,7 @@ def analyse(model_name: str, pool: Pool, files: Sequence[Path], proxy_keys: Sequ
     lga_spf = lga_s.wall_time / lga_s.n_requests
     cma_spf = _cma_seconds_per_fact(cma_s)
     per_fact = {"LGA only": lga_spf, "CMA only": cma_spf, HYBRID: lga_spf}
-    per_fact |= {f"hybrid, {a}": lga_spf for a in alternatives}
+    per_fact |= {f"hybrid, {a}": 0.0 if HYBRID_ALTERNATIVES[a].get("c") == "all" else lga_spf for a in alternatives}
     rows = add_costs(rows, spe, per_fact, ref_edits)
     result = {
         "model": model_name,

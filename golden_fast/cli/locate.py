@@ -43,6 +43,18 @@ def _k(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"--tukey-k takes a number or 'none', got {text!r}") from None
 
 
+def _shortlist(text: str) -> int | str:
+    if text == "all":
+        return "all"
+    try:
+        c = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shortlist: a positive int or 'all', got {text!r}") from None
+    if c < 1:
+        raise argparse.ArgumentTypeError(f"--shortlist: a positive int or 'all', got {text!r}")
+    return c
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from golden_fast.edit.registry import editor_names
     from golden_fast.locate.api import METHODS
@@ -117,10 +129,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("hybrid (also takes the LGA and brute-force options)")
     g.add_argument(
         "--shortlist",
-        type=int,
+        type=_shortlist,
         default=8,
         metavar="C",
-        help="LGA's best kept layers that enter the halving (default 8)",
+        help="LGA's best kept layers that enter the halving (default 8), or 'all': every candidate layer, "
+             "LGA not run (n0 1, cut short at 2 trial edits per layer)",
+    )
+    g.add_argument(
+        "--eta", type=int, default=2, metavar="K",
+        help="each round keeps 1/K of the layers and multiplies the requests by K (default 2)",
     )
     g.add_argument(
         "--n0", type=int, default=None, metavar="N",
@@ -211,6 +228,7 @@ def _run(args: argparse.Namespace) -> int:
                 top_k=args.top_k,
                 progress=progress,
                 shortlist=args.shortlist,
+                eta=args.eta,
                 n0=args.n0,
                 confidence=args.confidence,
                 min_stop_facts=args.min_stop_facts,
@@ -253,12 +271,18 @@ def _run(args: argparse.Namespace) -> int:
         from golden_fast.locate.hybrid import rounds_table
 
         cost = scores.extra["cost"]
-        print(f"  shortlist (LGA, best first): {scores.extra['shortlist']}")
+        if scores.extra["lga"] is None:
+            print(f"  every candidate layer, no LGA: {scores.extra['shortlist']}")
+        else:
+            print(f"  shortlist (LGA, best first): {scores.extra['shortlist']}")
         print(rounds_table(scores.extra["rounds"]))
+        budget = cost.get("budget_edits")
         print(
-            f"  cost: {cost['edits']} trial edit(s) (full schedule {cost['full_schedule_edits']}), "
+            f"  cost: {cost['edits']} trial edit(s) (full schedule {cost['full_schedule_edits']}"
+            + (f", budget {budget}" if budget is not None else "") + "), "
             f"{cost['seconds']:.1f} s (LGA {cost['lga_seconds']:.1f} s)"
             + ("; stopped early" if scores.extra["stopped_early"] else "")
+            + ("; the budget ended it" if scores.extra.get("budget_spent") else "")
         )
     if args.plot:
         print(f"plot: {scores.plot(args.plot)}")

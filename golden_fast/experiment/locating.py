@@ -198,8 +198,10 @@ def run_hybrid(
     config = config or HybridConfig()
     ls = lga_scores.reselect("signed", tukey_k=1.0)
     short = lga_shortlist(ls.layers, ls.scores, 1.0, config.shortlist)
+    budget = config.budget(len(ls.layers))
     config = config.resolved(len(short), len(ls.layers), len(proxy))
-    settings = {"hybrid": dataclasses.asdict(config), "lga": ls.settings, "editor": _plain(editor)}
+    settings = {"hybrid": dataclasses.asdict(config) | {"budget_edits": budget}, "lga": ls.settings,
+                "editor": _plain(editor)}
     path = Path(scores_path)
     s = _scores(path)
     if (s is not None and _same(s.settings, settings) and s.extra.get("shortlist") == short
@@ -208,7 +210,7 @@ def run_hybrid(
     scorer = EditScorer(model, tok, proxy, editor, out=pairs, metric=config.metric, progress=progress)
     hv = successive_halving(scorer, short, len(proxy), n0=config.n0, confidence=config.confidence,
                             n_boot=config.n_boot, seed=config.seed, early_stop=config.early_stop,
-                            min_stop_facts=config.min_stop_facts)
+                            min_stop_facts=config.min_stop_facts, eta=config.eta, budget=budget)
     s = hybrid_scores(ls, hv, config, settings, n_requests=len(proxy), lga_seconds=ls.wall_time,
                       wall_time=ls.wall_time + scorer.pair_seconds, pair_seconds=scorer.pair_seconds)
     _save(s, path)

@@ -98,7 +98,8 @@ class Halving:
         stopped_early: the early stop fired before one layer was left.
         values: the score of every pair scored, {(fact, layer): value}.
         seconds: wall time of the whole halving.
-        settings: n_facts, n0, confidence, n_boot, seed, early_stop, min_stop_facts.
+        settings: n_facts, n0, eta, budget, confidence, n_boot, seed, early_stop, min_stop_facts.
+        budget_spent: the budget cut the last round short (or left no edit for it): its leader is chosen.
     """
 
     chosen: int
@@ -110,6 +111,7 @@ class Halving:
     values: dict[tuple[int, int], float]
     seconds: float
     settings: dict[str, Any]
+    budget_spent: bool = False
 
     def mean_of(self, layer: int) -> float:
         """The layer's mean score over the facts it was scored on (NaN: never scored)."""
@@ -126,34 +128,41 @@ class Halving:
         return d
 
 
-def full_schedule_edits(c: int, n0: int, n_facts: int) -> int:
-    """Trial edits of successive halving run to the end with no early stop: c layers x n0 facts,
-    then halving the layers (rounded up) and doubling the facts (at most n_facts), new facts only."""
+def full_schedule_edits(c: int, n0: int, n_facts: int, eta: int = 2) -> int:
+    """Trial edits of successive halving run to the end with no early stop and no budget: c layers x
+    n0 facts, then keeping ceil(1/eta) of the layers and multiplying the facts by eta (at most
+    n_facts), new facts only."""
     if c <= 1:
         return 0
     total, alive, n, have = 0, c, min(n0, n_facts), 0
     while True:
         total += alive * (n - have)
-        alive_next = math.ceil(alive / 2)
+        alive_next = math.ceil(alive / eta)
         if alive_next == 1:
             return total
-        alive, have, n = alive_next, n, min(2 * n, n_facts)
+        alive, have, n = alive_next, n, min(eta * n, n_facts)
 
 
-def budget_n0(c: int, n_layers: int, n_facts: int, budget_per_layer: float = 2.0, most: int = 4) -> int:
+def budget_n0(c: int, n_layers: int, n_facts: int, budget_per_layer: float = 2.0, most: int = 4, eta: int = 2) -> int:
     """First-round facts of a halving over c shortlisted layers: the largest n0 <= `most` whose full
-    schedule costs at most budget_per_layer x n_layers trial edits (1 when none does). The default, 2
-    edits per candidate layer, is a tenth of brute force on 20 proxy facts: 8 layers x 3 facts (48
-    edits) of a 30-layer model, 8 x 2 (32) of an 18-layer one."""
+    schedule costs at most budget_per_layer x n_layers trial edits (1 when none does: the budget then
+    cuts the schedule short, see `successive_halving`). The default, 2 edits per candidate layer, is a
+    tenth of brute force on 20 proxy facts: 8 layers x 3 facts (48 edits) of a 30-layer model, 8 x 2
+    (32) of an 18-layer one."""
     for n0 in range(most, 0, -1):
-        if full_schedule_edits(c, n0, n_facts) <= budget_per_layer * n_layers:
+        if full_schedule_edits(c, n0, n_facts, eta) <= budget_per_layer * n_layers:
             return n0
     return 1
 
 
-def _check_schedule(n0: int, n_facts: int, confidence: float, n_boot: int, min_stop_facts: int) -> None:
+def _check_schedule(n0: int, n_facts: int, confidence: float, n_boot: int, min_stop_facts: int,
+                    eta: int = 2, budget: int | None = None) -> None:
     if isinstance(n0, bool) or int(n0) != n0 or n0 < 1:
         raise ValueError(f"successive halving: n0 must be a positive int, got {n0!r}")
+    if isinstance(eta, bool) or int(eta) != eta or eta < 2:
+        raise ValueError(f"successive halving: eta must be an int >= 2, got {eta!r}")
+    if budget is not None and (isinstance(budget, bool) or int(budget) != budget or budget < 1):
+        raise ValueError(f"successive halving: budget must be a positive int of trial edits, got {budget!r}")
     if n_facts < 1:
         raise ValueError(f"successive halving: need at least one fact, got {n_facts}")
     if not 0 < confidence < 1:
@@ -187,17 +196,23 @@ def successive_halving(
     seed: int = 0,
     early_stop: bool = True,
     min_stop_facts: int = 8,
+    eta: int = 2,
+    budget: int | None = None,
 ) -> Halving:
     """Successive halving over `candidates` (best first: ties go to the earlier one) with facts
     0 .. n_facts-1, each (fact, layer) pair scored once by `scorer`.
 
     Round r: every remaining layer is scored on the first n_r facts (n_0 = min(n0, n_facts),
-    n_{r+1} = min(2 n_r, n_facts); only pairs not scored before are asked for). Then, if
+    n_{r+1} = min(eta n_r, n_facts); only pairs not scored before are asked for). Then, if
     `early_stop` and n_r >= min_stop_facts, the paired bootstrap interval (facts resampled, the
     same resample for every layer, rng seeded by (seed, r)) of mean_i [s(i, leader) - s(i, l)] is
     computed for every other remaining layer; if every lower bound is > 0, the leader is chosen.
-    Otherwise the better half (ceil(k / 2) of k, by mean) goes on; with one left, it is chosen.
+    Otherwise the best ceil(k / eta) of k (by mean) go on; with one left, it is chosen.
     A single candidate is chosen with no edit.
+
+    `budget` (trial edits, None: none): a round whose new pairs would exceed what is left adds to
+    every remaining layer only the facts the rest pays for evenly, and its leader is chosen; when
+    not one more fact each is paid for, the previous round's leader is.
     """
     cands = [int(x) for x in candidates]
     if not cands:
@@ -205,10 +220,12 @@ def successive_halving(
     if len(set(cands)) != len(cands):
         raise ValueError(f"successive halving: duplicate candidate layers in {cands}")
     n_facts = int(n_facts)
-    _check_schedule(n0, n_facts, confidence, n_boot, min_stop_facts)
+    _check_schedule(n0, n_facts, confidence, n_boot, min_stop_facts, eta, budget)
     settings = {
         "n_facts": n_facts,
         "n0": int(n0),
+        "eta": int(eta),
+        "budget": None if budget is None else int(budget),
         "confidence": float(confidence),
         "n_boot": int(n_boot),
         "seed": int(seed),
@@ -220,15 +237,26 @@ def successive_halving(
     rounds: list[Round] = []
     if len(cands) == 1:
         return Halving(cands[0], cands, cands, [], 0, False, values, 0.0, settings)
+    if budget is not None and budget < len(cands):
+        raise ValueError(f"successive halving: a budget of {budget} trial edits cannot score each of the "
+                         f"{len(cands)} candidate layers once")
     position = {layer: j for j, layer in enumerate(cands)}
     last_round = {layer: 0 for layer in cands}
     remaining = list(cands)
     n = min(int(n0), n_facts)
     r = 0
-    stopped_early = False
+    stopped_early = spent = False
+    have = 0  # facts every remaining layer has been scored on (they all survived the same rounds)
     while True:
         t0 = time.perf_counter()
         need = [(i, layer) for layer in remaining for i in range(n) if (i, layer) not in values]
+        if budget is not None and len(values) + len(need) > budget:
+            spent = True
+            n = min(n, have + (int(budget) - len(values)) // len(remaining))
+            if n <= have:  # nothing more is paid for: the previous round's leader stands
+                chosen = rounds[-1].leader
+                break
+            need = [(i, layer) for layer in remaining for i in range(n) if (i, layer) not in values]
         for pair, v in zip(need, _score(scorer, need)):
             values[pair] = v
         X = np.array([[values[(i, layer)] for layer in remaining] for i in range(n)])  # (n, k)
@@ -242,10 +270,10 @@ def successive_halving(
             lo_a[lead] = hi_a[lead] = 0.0
             lo, hi = lo_a.tolist(), hi_a.tolist()
             stop = all(lo_a[j] > 0 for j in range(len(remaining)) if j != lead)
-        if stop:
+        if stop or spent:
             kept = [remaining[lead]]
         else:
-            keep = set(order[: math.ceil(len(remaining) / 2)])
+            keep = set(order[: math.ceil(len(remaining) / eta)])
             kept = [layer for j, layer in enumerate(remaining) if j in keep]  # shortlist order
         for layer in remaining:
             last_round[layer] = r
@@ -264,12 +292,13 @@ def successive_halving(
                 kept=kept,
             )
         )
-        if stop or len(kept) == 1:
+        if stop or spent or len(kept) == 1:
             stopped_early = stop
             chosen = remaining[lead]
             break
         remaining = kept
-        n = min(2 * n, n_facts)
+        have = n
+        n = min(eta * n, n_facts)
         r += 1
     final = {layer: (rd.means[rd.layers.index(layer)]) for rd in rounds for layer in rd.layers}  # last wins
     ranking = sorted(cands, key=lambda layer: (layer != chosen, -last_round[layer], -final[layer], position[layer]))
@@ -283,6 +312,7 @@ def successive_halving(
         values=values,
         seconds=time.perf_counter() - t_start,
         settings=settings,
+        budget_spent=spent,
     )
 
 
@@ -401,11 +431,15 @@ class HybridConfig:
     """Options of the hybrid locator (FORMULAS.md, "Hybrid locator and golden band").
 
     Args:
-        shortlist: c, how many of LGA's best kept layers enter the halving (default 8).
+        shortlist: c, how many of LGA's best kept layers enter the halving (default 8), or "all":
+            every candidate layer enters and LGA is not run (for models where LGA's ranking does not
+            point at the golden band).
         n0: proxy facts each shortlisted layer edits in the first round (None, the default: the
             largest n0 <= 4 whose full schedule fits the budget, `budget_n0`).
-        budget_per_layer: with n0 None, the full schedule's trial edits per candidate layer at most
-            (default 2: a tenth of brute force on 20 proxy facts).
+        budget_per_layer: with n0 None, the trial edits per candidate layer at most (default 2: a
+            tenth of brute force on 20 proxy facts); a schedule that does not fit even with n0 = 1
+            is cut short there (`successive_halving`'s budget).
+        eta: each round keeps ceil(1/eta) of the layers and multiplies the facts by eta (default 2).
         metric: the trial edits' score: "overall" (default) or a metric's name.
         confidence: of the early stop's paired bootstrap intervals (default 0.95).
         n_boot, seed: that bootstrap's resamples and seed.
@@ -415,9 +449,10 @@ class HybridConfig:
         top_k: how many layers the result ranks in `top_k`.
     """
 
-    shortlist: int = 8
+    shortlist: int | str = 8
     n0: int | None = None
     budget_per_layer: float = 2.0
+    eta: int = 2
     metric: str = "overall"
     confidence: float = 0.95
     n_boot: int = 2000
@@ -429,8 +464,13 @@ class HybridConfig:
     def __post_init__(self) -> None:
         for name in ("shortlist", "n0", "top_k", "n_boot"):
             v = getattr(self, name)
-            if (name != "n0" or v is not None) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"HybridConfig.{name} must be a positive int, got {v!r}")
+            if (name == "n0" and v is None) or (name == "shortlist" and v == "all"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                what = "a positive int or 'all'" if name == "shortlist" else "a positive int"
+                raise ValueError(f"HybridConfig.{name} must be {what}, got {v!r}")
+        if isinstance(self.eta, bool) or not isinstance(self.eta, int) or self.eta < 2:
+            raise ValueError(f"HybridConfig.eta must be an int >= 2, got {self.eta!r}")
         if not self.budget_per_layer > 0:
             raise ValueError(f"HybridConfig.budget_per_layer must be > 0, got {self.budget_per_layer!r}")
         if not 0 < self.confidence < 1:
@@ -443,7 +483,12 @@ class HybridConfig:
         n_layers candidates and n_facts proxy facts."""
         if self.n0 is not None:
             return self
-        return dataclasses.replace(self, n0=budget_n0(c, n_layers, n_facts, self.budget_per_layer))
+        return dataclasses.replace(self, n0=budget_n0(c, n_layers, n_facts, self.budget_per_layer, eta=self.eta))
+
+    def budget(self, n_layers: int) -> int | None:
+        """The halving's cap in trial edits: budget_per_layer x n_layers when n0 follows the budget
+        (n0 None), else none (a given n0 runs its schedule in full)."""
+        return None if self.n0 is not None else int(self.budget_per_layer * n_layers)
 
 
 _RUN_OPTIONS = ("out", "suites", "progress")
@@ -497,10 +542,21 @@ def hybrid(
     lga_config = lga_config or LGAConfig()
     requests = list(requests)
     t0 = time.perf_counter()
-    ls = lga(model, tok, requests, layers, lga_config, progress=progress)
+    if config.shortlist == "all":  # every candidate layer; no LGA
+        from golden_fast.models import get_adapter
+
+        ls = None
+        candidates = list(range(get_adapter(model).n_layers)) if layers is None else [int(x) for x in layers]
+        short = list(candidates)
+        if len(short) < 2:
+            raise ValueError(f"hybrid: shortlist 'all' over {short}: give at least two candidate layers")
+    else:
+        ls = lga(model, tok, requests, layers, lga_config, progress=progress)
+        candidates = list(ls.layers)
+        short = lga_shortlist(ls.layers, ls.scores, lga_config.tukey_k, config.shortlist)
     lga_seconds = time.perf_counter() - t0
-    short = lga_shortlist(ls.layers, ls.scores, lga_config.tukey_k, config.shortlist)
-    config = config.resolved(len(short), len(ls.layers), len(requests))
+    budget = config.budget(len(candidates))
+    config = config.resolved(len(short), len(candidates), len(requests))
     scorer = EditScorer(model, tok, requests, editor, out=out, suites=suites, metric=config.metric, progress=progress)
     hv = successive_halving(
         scorer,
@@ -512,11 +568,13 @@ def hybrid(
         seed=config.seed,
         early_stop=config.early_stop,
         min_stop_facts=config.min_stop_facts,
+        eta=config.eta,
+        budget=budget,
     )
     method, hparams, _ = _editor_spec(editor)
     settings = {
-        "hybrid": dataclasses.asdict(config),
-        "lga": dataclasses.asdict(lga_config),
+        "hybrid": dataclasses.asdict(config) | {"budget_edits": budget},
+        "lga": None if ls is None else dataclasses.asdict(lga_config),
         "editor": {"method": _label(method), "hparams": _label(hparams)},
         "suites": list(suites),
     }
@@ -535,26 +593,31 @@ def hybrid_scores(
     wall_time: float,
     pair_seconds: float,
 ):
-    """The hybrid's `LayerScores` from LGA's scores `ls` and the halving `hv` (the layout `hybrid`
-    documents); `wall_time` is LGA's seconds plus the trial edits' (a resumed run counts each pair once)."""
+    """The hybrid's `LayerScores` from LGA's scores `ls` (None: shortlist "all", no LGA) and the
+    halving `hv` (the layout `hybrid` documents); `wall_time` is LGA's seconds plus the trial edits'
+    (a resumed run counts each pair once)."""
     from golden_fast.locate.scores import LayerScores
 
     short = hv.candidates
     shown = sorted(short)
-    lga_score = dict(zip(ls.layers, ls.scores))
+    lga_score = {} if ls is None else dict(zip(ls.layers, ls.scores))
     # a single candidate is chosen with no trial edit: its curve is LGA's one point
     means = [lga_score[short[0]]] if len(short) == 1 else [hv.mean_of(layer) for layer in shown]
+    variants = {config.metric: [float(x) for x in means]}
+    if ls is not None:
+        variants[f"lga-{ls.variant}"] = [lga_score[x] for x in shown]
     return LayerScores(
         method="hybrid",
         layers=shown,
         scores=[float(x) for x in means],
         variant=config.metric,
-        variants={config.metric: [float(x) for x in means], f"lga-{ls.variant}": [lga_score[x] for x in shown]},
+        variants=variants,
         chosen=hv.chosen,
         top_k=hv.ranking[: config.top_k],
         kept=[True] * len(shown),
-        fences=ls.fences,
-        filter=f"LGA {ls.variant} shortlist (top {config.shortlist} after {ls.filter})",
+        fences=None if ls is None else ls.fences,
+        filter="every candidate layer (no LGA)" if ls is None
+        else f"LGA {ls.variant} shortlist (top {config.shortlist} after {ls.filter})",
         wall_time=wall_time,
         settings=dict(settings),
         n_requests=n_requests,
@@ -566,14 +629,16 @@ def hybrid_scores(
                 "lga_seconds": lga_seconds,
                 "halving_seconds": hv.seconds,
                 "pair_seconds": pair_seconds,
-                "full_schedule_edits": full_schedule_edits(len(short), config.n0, n_requests),
+                "full_schedule_edits": full_schedule_edits(len(short), config.n0, n_requests, config.eta),
+                "budget_edits": hv.settings.get("budget"),
             },
             "shortlist": short,
             "ranking": hv.ranking,
             "rounds": [dataclasses.asdict(rd) for rd in hv.rounds],
             "stopped_early": hv.stopped_early,
+            "budget_spent": hv.budget_spent,
             "pairs": hv.to_dict()["values"],
-            "lga": {
+            "lga": None if ls is None else {
                 "layers": ls.layers,
                 "scores": ls.scores,
                 "variant": ls.variant,
@@ -582,7 +647,7 @@ def hybrid_scores(
                 "chosen": ls.chosen,
                 "wall_time": ls.wall_time,
             },
-            "requests": ls.extra.get("requests"),
+            "requests": None if ls is None else ls.extra.get("requests"),
         },
     )
 

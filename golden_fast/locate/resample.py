@@ -346,9 +346,10 @@ def hybrid_lookup(
     lga: np.ndarray | None = None,
     shortlist: Sequence[int] | None = None,
     *,
-    c: int = 8,
+    c: int | str = 8,
     n0: int | None = None,
     budget_per_layer: float = 2.0,
+    eta: int = 2,
     tukey_k: float | None = 1.0,
     confidence: float = 0.95,
     n_boot: int = 2000,
@@ -356,21 +357,30 @@ def hybrid_lookup(
     min_stop_facts: int = 8,
 ) -> Locator:
     """The hybrid locator on the pool: the shortlist from per-fact LGA scores `lga` (pool.n, layers;
-    their mean over the sampled facts, Tukey filter, top c) or a fixed `shortlist` (best first),
-    then successive halving with a `LookupScorer` over the sampled facts in their drawn order;
-    cost = the pairs looked up. n0 None: the library's budget rule (`budget_n0`), as `HybridConfig`."""
+    their mean over the sampled facts, Tukey filter, top c), every layer (c = "all": no LGA) or a
+    fixed `shortlist` (best first), then successive halving (keeping ceil(1/eta) a round) with a
+    `LookupScorer` over the sampled facts in their drawn order; cost = the pairs looked up. n0 None:
+    the library's budget rule (`budget_n0`, and the cap of budget_per_layer x layers edits), as
+    `HybridConfig`."""
     from golden_fast.locate.hybrid import budget_n0, lga_shortlist, successive_halving
 
-    if (lga is None) == (shortlist is None):
+    if c == "all":
+        if lga is not None or shortlist is not None:
+            raise ValueError("hybrid_lookup: c='all' takes every layer; give neither lga nor shortlist")
+    elif (lga is None) == (shortlist is None):
         raise ValueError("hybrid_lookup: give exactly one of lga (per-fact scores) and shortlist")
 
     def pick(pool: Pool, rows: np.ndarray, seed: int) -> Pick:
-        if shortlist is not None:
+        if c == "all":
+            short = list(pool.layers)
+        elif shortlist is not None:
             short = [int(x) for x in shortlist]
         else:
-            short = lga_shortlist(pool.layers, _check_lga(lga, pool)[rows].mean(0), tukey_k, c)
+            short = lga_shortlist(pool.layers, _check_lga(lga, pool)[rows].mean(0), tukey_k, int(c))
         scorer = LookupScorer(pool.values, pool.layers, rows)
-        first = n0 if n0 is not None else budget_n0(len(short), len(pool.layers), len(rows), budget_per_layer)
+        first = n0 if n0 is not None else budget_n0(len(short), len(pool.layers), len(rows), budget_per_layer,
+                                                    eta=eta)
+        budget = None if n0 is not None else int(budget_per_layer * len(pool.layers))
         hv = successive_halving(
             scorer,
             short,
@@ -381,11 +391,14 @@ def hybrid_lookup(
             seed=seed,
             early_stop=early_stop,
             min_stop_facts=min_stop_facts,
+            eta=eta,
+            budget=budget,
         )
         return Pick(
             hv.chosen,
             scorer.n_edits,
-            {"shortlist": short, "rounds": len(hv.rounds), "stopped_early": hv.stopped_early},
+            {"shortlist": short, "rounds": len(hv.rounds), "stopped_early": hv.stopped_early,
+             "budget_spent": hv.budget_spent},
         )
 
     return pick

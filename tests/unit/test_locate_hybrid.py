@@ -297,3 +297,97 @@ def test_hybrid_config_resolves_n0_by_budget_unless_given():
     assert HybridConfig(budget_per_layer=4.0).resolved(8, 18, 20).n0 == 4
     with pytest.raises(ValueError, match="budget_per_layer"):
         HybridConfig(budget_per_layer=0)
+
+
+CURVE18 = np.array([0.50, 0.70, 0.66, 0.68, 0.55, 0.58, 0.54, 0.60, 0.50, 0.51, 0.50, 0.52, 0.58, 0.50, 0.49,
+                    0.45, 0.30, 0.10])
+
+
+def test_eta_keeps_a_fraction_and_multiplies_the_facts():
+    curve = np.linspace(0.3, 0.6, 16)
+    curve[11] = 0.9
+    sc = MatrixScorer(curve, noise=0.01)
+    hv = successive_halving(sc, list(range(16)), 64, n0=1, eta=4, early_stop=False)
+    assert [len(r.layers) for r in hv.rounds] == [16, 4] and [r.n_facts for r in hv.rounds] == [1, 4]
+    assert hv.chosen == 11 and hv.n_edits == 16 + 4 * 3 == full_schedule_edits(16, 1, 64, eta=4) == len(sc.calls)
+    assert hv.settings["eta"] == 4 and not hv.budget_spent
+
+
+def test_budget_cuts_the_schedule_short_and_is_never_exceeded():
+    # 18 layers from 1 fact: 18 edits, then 9 layers x 1 new fact (27); the next round (5 layers to 4
+    # facts, 10 edits) does not fit 36: the 9 edits left pay for 1 new fact each (5), and its leader wins
+    sc = MatrixScorer(CURVE18, n_facts=20, seed=1)
+    hv = successive_halving(sc, list(range(18)), 20, n0=1, budget=36, early_stop=False)
+    assert [len(r.layers) for r in hv.rounds] == [18, 9, 5] and [r.n_facts for r in hv.rounds] == [1, 2, 3]
+    assert hv.n_edits == 32 == len(sc.calls) and hv.budget_spent and hv.chosen == hv.rounds[-1].leader
+    assert hv.rounds[-1].kept == [hv.chosen] and hv.settings["budget"] == 36
+    # nothing left for one more fact each: the previous round's leader stands, with no further edit
+    sc = MatrixScorer(CURVE18, n_facts=20, seed=1)
+    hv = successive_halving(sc, list(range(18)), 20, n0=1, budget=27, early_stop=False)
+    assert len(hv.rounds) == 2 and hv.n_edits == 27 == len(sc.calls) and hv.budget_spent
+    assert hv.chosen == hv.rounds[-1].leader
+    # every budget from the candidates' count up: never exceeded, and a chosen layer always
+    for budget in range(18, 80):
+        sc = MatrixScorer(CURVE18, n_facts=20, seed=2)
+        hv = successive_halving(sc, list(range(18)), 20, n0=1, budget=budget, early_stop=False)
+        assert hv.n_edits == len(sc.calls) <= budget and hv.chosen in range(18)
+    with pytest.raises(ValueError, match="budget of 17 trial edits cannot score each of the 18"):
+        successive_halving(MatrixScorer(CURVE18), list(range(18)), 20, n0=1, budget=17)
+    with pytest.raises(ValueError, match="eta must be an int >= 2"):
+        successive_halving(MatrixScorer(CURVE18), list(range(18)), 20, eta=1)
+
+
+def test_the_default_schedule_fits_its_budget():
+    # the budget rule picks n0 so that the full schedule fits: the cap never changes its choice
+    for n_layers, seed in [(30, 0), (18, 1), (18, 2)]:
+        curve = np.resize(CURVE18, n_layers)
+        n0 = budget_n0(8, n_layers, 20)
+        a = successive_halving(MatrixScorer(curve, n_facts=20, seed=seed), SHORT, 20, n0=n0, seed=seed)
+        b = successive_halving(MatrixScorer(curve, n_facts=20, seed=seed), SHORT, 20, n0=n0, seed=seed,
+                               budget=2 * n_layers)
+        assert (a.chosen, a.values) == (b.chosen, b.values) and not b.budget_spent
+
+
+def test_hybrid_config_shortlist_all_and_eta():
+    assert HybridConfig(shortlist="all", eta=4).budget(18) == 36
+    assert HybridConfig(n0=2).budget(18) is None  # a given n0 runs its schedule in full
+    assert HybridConfig(eta=4).resolved(8, 18, 20).n0 == budget_n0(8, 18, 20, eta=4)
+    with pytest.raises(ValueError, match="shortlist must be a positive int or 'all'"):
+        HybridConfig(shortlist="some")
+    with pytest.raises(ValueError, match="eta must be an int >= 2"):
+        HybridConfig(eta=1)
+
+
+def test_locate_hybrid_every_layer_without_lga(home):
+    from golden_fast.data import builtin_facts
+    from golden_fast.locate import locate
+    from golden_fast.models import get_adapter, load_model
+
+    model, tok = load_model("tiny-llama")
+    n_layers = get_adapter(model).n_layers
+    reqs = builtin_facts()[:6]
+    s = locate(model, tok, reqs, "hybrid", editor={"method": "r-rome", "hparams": HP}, shortlist="all",
+               out=home / "all", progress=False)
+    assert s.extra["shortlist"] == list(range(n_layers)) and s.extra["lga"] is None
+    assert s.filter == "every candidate layer (no LGA)" and s.fences is None and list(s.variants) == ["overall"]
+    cost = s.extra["cost"]
+    assert cost["budget_edits"] == 2 * n_layers and cost["edits"] <= 2 * n_layers
+    assert s.extra["rounds"][0]["n_facts"] == 1 and s.chosen in range(n_layers)
+    assert s.settings["lga"] is None and s.settings["hybrid"]["shortlist"] == "all"
+    with pytest.raises(ValueError, match="give at least two candidate layers"):
+        locate(model, tok, reqs, "hybrid", [1], editor={"method": "r-rome", "hparams": HP}, shortlist="all")
+
+
+def test_cli_hybrid_every_layer(home, capsys):
+    from golden_fast.cli import main
+
+    hp = home / "hp.yaml"
+    hp.write_text("mom2_adjustment: false\nv_num_grad_steps: 2\ncontext_template_length_params: [[3, 2]]\n")
+    args = ["locate", "--model", "tiny-llama", "--data", "builtin", "--method", "hybrid", "--n", "4", "--shortlist",
+            "all", "--eta", "3", "--hparams", str(hp), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    last = json.loads(out.strip().splitlines()[-1])
+    assert "every candidate layer, no LGA" in out and "budget" in out and last["edits"] >= 2
+    with pytest.raises(SystemExit):
+        main(args[:10] + ["some"] + args[11:])

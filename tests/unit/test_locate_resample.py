@@ -207,3 +207,19 @@ def test_lga_matrix_from_layer_scores(tmp_path):
     np.testing.assert_allclose(lga_per_fact(ab, aa, bb, "new_norm"), np.sqrt(bb))
     with pytest.raises(ValueError, match="did not score"):
         lga_matrix(s, Pool(np.zeros((1, 1)), [1], ["case:99"]))
+
+
+def test_hybrid_lookup_every_layer_within_the_budget():
+    pool = _pool(n=40, lift=0.4, noise=0.05)
+    rows = np.arange(20)
+    for eta in (2, 3, 4):
+        pick = hybrid_lookup(c="all", eta=eta)(pool, rows, 0)
+        hv = successive_halving(LookupScorer(pool.values, pool.layers, rows), list(range(L)), 20,
+                                n0=budget_n0(L, L, 20, eta=eta), seed=0, eta=eta, budget=2 * L)
+        assert pick.info["shortlist"] == list(range(L)) and (pick.layer, pick.edits) == (hv.chosen, hv.n_edits)
+        assert pick.layer == 7 and pick.edits <= 2 * L and pick.info["budget_spent"] == hv.budget_spent
+    # a given n0 runs its schedule in full (no cap)
+    full = hybrid_lookup(c="all", n0=2, early_stop=False)(pool, rows, 0)
+    assert full.edits == full_schedule_edits(L, 2, 20) > 2 * L
+    with pytest.raises(ValueError, match="c='all' takes every layer"):
+        hybrid_lookup(lga=np.zeros((2, 2)), c="all")
