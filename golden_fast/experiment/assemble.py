@@ -205,7 +205,8 @@ def _judged_editor(method: str, found: dict, with_ref: dict, G: int, chose_golde
         "warnings": sorted({w for r in per_layer.values() for w in r.warnings}),
         "held_apart": apart,
         "n_judged": int(M.shape[0]),
-        "n_chose_golden": sum(1 for k in keys if k in chose_golden),
+        # held apart: the facts edited may leave out those that chose the golden layer altogether
+        "n_chose_golden": len(chose_golden) if apart else sum(1 for k in keys if k in chose_golden),
         "not_edited_yet": missing,
         "judged_keys": [keys[i] for i in held],
     }

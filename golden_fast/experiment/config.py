@@ -76,7 +76,9 @@ class ExperimentConfig:
         test_brute_n: the first test facts brute force searches at every layer: the ground truth
             (test golden layer, sample-wise optima and their gap).
         editors_n: the first test facts the editors part judges the chosen layers on (None: all
-            test_n). Fixed for a results folder: its editors' results are refused if it changes.
+            test_n); of those, the ones held apart from brute-test's facts (when at least 10 are)
+            are edited and judged. Fixed for a results folder: its editors' results are refused if
+            it changes.
         layers: candidate layers (None: all, or `layer_sample` evenly spread ones).
         layer_sample: when `layers` is None, this many evenly spread layers, first and last included
             (None: every layer).

@@ -221,9 +221,14 @@ def _part_editors(ctx: Context) -> str:
         from golden_fast.data.portability import add_portability
 
         test, _ = add_portability(test)
-    # portability and fluency for the facts the tables judge: those held apart from brute-test's
+    # the tables judge the facts held apart from brute-test's: only those are edited (a folder made
+    # when every test fact was edited keeps its list); portability and fluency for the judged ones
     keys = [request_key(r) for r in test]
-    judged, _ = held_apart(keys, {request_key(r) for r in ctx.facts.test[: c.test_brute_n]})
+    judged, apart = held_apart(keys, {request_key(r) for r in ctx.facts.test[: c.test_brute_n]})
+    stored = read_json(ctx.out / "editors" / "meta.json")
+    if apart and not (stored is not None and stored.get("facts") == keys and has_results(ctx.out / "editors")):
+        test, keys = [test[i] for i in judged], [keys[i] for i in judged]
+        judged = list(range(len(keys)))
     res = run_editors(ctx.model, ctx.tok, test, layers, c.editors, ctx.out / "editors", ctx.pre(),
                       hparams=c.hparam_overrides(), moments=ctx.moments(layers), suites=c.suites,
                       group_size=c.group_size, meta=ctx.editors_meta(c.editors), progress=c.progress,

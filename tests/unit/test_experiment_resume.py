@@ -267,3 +267,29 @@ def test_editors_n_judges_the_first_test_facts_and_cannot_change_later(env, llam
 def test_editors_n_above_test_n_is_refused(tmp_path):
     with pytest.raises(ValueError, match="editors_n"):
         _config(tmp_path, editors_n=5)
+
+
+def test_editors_edit_only_the_facts_held_apart(env, llama):
+    """With at least 10 test facts held apart from brute-test's, only those are edited (the tables judge
+    no other); a folder made when every test fact was edited keeps its list."""
+    model, tok, before = llama
+    out = env / "held-apart"
+    cfg = dict(test_n=13, test_brute_n=2, editors_n=12, layers=(1,))
+    run_experiment(_config(out, parts=("lga", "editors"), **cfg), model=model, tok=tok)
+    test_keys = json.loads((out / "split.json").read_text())["test"]
+    rows = [json.loads(line) for p in (out / "editors").glob("r-rome-L*.jsonl") for line in p.read_text().splitlines()]
+    assert {r["key"] for r in rows} == set(test_keys[2:12]) and len(rows) == 10
+    assert json.loads((out / "editors" / "meta.json").read_text())["facts"] == test_keys[2:12]
+    # a folder that holds every test fact's edits (made before) goes on with all of them
+    legacy = env / "held-apart-legacy"
+    run_experiment(_config(legacy, parts=("lga",), **cfg), model=model, tok=tok)
+    keys = json.loads((legacy / "split.json").read_text())["test"][:12]
+    (legacy / "editors").mkdir()
+    meta = json.loads((out / "editors" / "meta.json").read_text()) | {"facts": keys}
+    (legacy / "editors" / "meta.json").write_text(json.dumps(meta))
+    layer = json.loads((legacy / "locate" / "lga-down.json").read_text())["chosen"]
+    (legacy / "editors" / f"r-rome-L{layer:02d}.jsonl").write_text("")
+    run_experiment(_config(legacy, parts=("editors",), **cfg), model=model, tok=tok)
+    rows = [json.loads(line) for line in (legacy / "editors" / f"r-rome-L{layer:02d}.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in rows] == keys
+    assert _unchanged(model, before)
