@@ -293,7 +293,7 @@ def check_meta(folder: str | os.PathLike, meta: Mapping[str, Any], what: str,
         elif old.get(k) != meta[k]:
             diff.append((k, old.get(k), meta[k]))
     if diff:
-        detail = "; ".join(f"{k}: was {_changed(a, b)[0]!r}, now {_changed(a, b)[1]!r}" for k, a, b in diff[:4])
+        detail = "; ".join("{}: was {!r}, now {!r}".format(k, *_changed(a, b)) for k, a, b in diff[:4])
         raise ValueError(
             f"{folder}: the {what} there was made with other settings ({detail}); use another output folder "
             "or delete that one"

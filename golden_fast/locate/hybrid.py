@@ -38,6 +38,7 @@ __all__ = [
     "Halving",
     "HybridConfig",
     "Round",
+    "budget_edits",
     "budget_n0",
     "full_schedule_edits",
     "hybrid",
@@ -153,6 +154,12 @@ def budget_n0(c: int, n_layers: int, n_facts: int, budget_per_layer: float = 2.0
         if full_schedule_edits(c, n0, n_facts, eta) <= budget_per_layer * n_layers:
             return n0
     return 1
+
+
+def budget_edits(n0: int | None, n_layers: int, budget_per_layer: float = 2.0) -> int | None:
+    """The halving's cap in trial edits: budget_per_layer x n_layers when n0 follows the budget rule
+    (n0 None, `budget_n0`), else none (a given n0 runs its schedule in full)."""
+    return None if n0 is not None else int(budget_per_layer * n_layers)
 
 
 def _check_schedule(n0: int, n_facts: int, confidence: float, n_boot: int, min_stop_facts: int,
@@ -486,9 +493,8 @@ class HybridConfig:
         return dataclasses.replace(self, n0=budget_n0(c, n_layers, n_facts, self.budget_per_layer, eta=self.eta))
 
     def budget(self, n_layers: int) -> int | None:
-        """The halving's cap in trial edits: budget_per_layer x n_layers when n0 follows the budget
-        (n0 None), else none (a given n0 runs its schedule in full)."""
-        return None if self.n0 is not None else int(self.budget_per_layer * n_layers)
+        """The halving's cap in trial edits (`budget_edits`)."""
+        return budget_edits(self.n0, n_layers, self.budget_per_layer)
 
 
 _RUN_OPTIONS = ("out", "suites", "progress")

@@ -362,7 +362,7 @@ def hybrid_lookup(
     `LookupScorer` over the sampled facts in their drawn order; cost = the pairs looked up. n0 None:
     the library's budget rule (`budget_n0`, and the cap of budget_per_layer x layers edits), as
     `HybridConfig`."""
-    from golden_fast.locate.hybrid import budget_n0, lga_shortlist, successive_halving
+    from golden_fast.locate.hybrid import budget_edits, budget_n0, lga_shortlist, successive_halving
 
     if c == "all":
         if lga is not None or shortlist is not None:
@@ -380,7 +380,7 @@ def hybrid_lookup(
         scorer = LookupScorer(pool.values, pool.layers, rows)
         first = n0 if n0 is not None else budget_n0(len(short), len(pool.layers), len(rows), budget_per_layer,
                                                     eta=eta)
-        budget = None if n0 is not None else int(budget_per_layer * len(pool.layers))
+        budget = budget_edits(n0, len(pool.layers), budget_per_layer)
         hv = successive_halving(
             scorer,
             short,
