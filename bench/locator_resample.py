@@ -81,6 +81,8 @@ HYBRID_ALTERNATIVES: dict[str, dict[str, Any]] = {
     "all": {"c": "all"},
     "all+eta=3": {"c": "all", "eta": 3},
     "all+eta=4": {"c": "all", "eta": 4},
+    # the same at 3 edits per layer: 0.15 of the study's proxy brute force
+    "all+eta=4+3/layer": {"c": "all", "eta": 4, "budget_per_layer": 3.0},
 }
 
 

@@ -55,6 +55,16 @@ def _shortlist(text: str) -> int | str:
     return c
 
 
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number > 0, got {text!r}") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"a number > 0, got {text!r}")
+    return x
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from golden_fast.edit.registry import editor_names
     from golden_fast.locate.api import METHODS
@@ -133,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=8,
         metavar="C",
         help="LGA's best kept layers that enter the halving (default 8), or 'all': every candidate layer, "
-             "LGA not run (n0 1, cut short at 2 trial edits per layer)",
+             "LGA not run (n0 1, cut short at --budget-per-layer trial edits per layer)",
     )
     g.add_argument(
         "--eta", type=int, default=2, metavar="K",
@@ -142,7 +152,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--n0", type=int, default=None, metavar="N",
         help="requests each layer edits in the first round (default: the largest of 1-4 whose full schedule "
-             "costs at most 2 trial edits per candidate layer, a tenth of brute force on 20 requests)",
+             "costs at most --budget-per-layer trial edits per candidate layer)",
+    )
+    g.add_argument(
+        "--budget-per-layer", type=_positive_float, default=2.0, metavar="B",
+        help="with --n0 unset, the trial edits per candidate layer at most (default 2: a tenth of brute force "
+             "on 20 requests); a schedule that does not fit is cut short there",
     )
     g.add_argument(
         "--confidence", type=float, default=0.95, metavar="P", help="of the early stop's intervals (default 0.95)"
@@ -230,6 +245,7 @@ def _run(args: argparse.Namespace) -> int:
                 shortlist=args.shortlist,
                 eta=args.eta,
                 n0=args.n0,
+                budget_per_layer=args.budget_per_layer,
                 confidence=args.confidence,
                 min_stop_facts=args.min_stop_facts,
                 early_stop=not args.no_early_stop,

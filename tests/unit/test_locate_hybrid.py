@@ -391,3 +391,20 @@ def test_cli_hybrid_every_layer(home, capsys):
     assert "every candidate layer, no LGA" in out and "budget" in out and last["edits"] >= 2
     with pytest.raises(SystemExit):
         main(args[:10] + ["some"] + args[11:])
+
+
+def test_cli_hybrid_budget_per_layer(home, capsys):
+    from golden_fast.cli import main
+    from golden_fast.models import get_adapter, load_model
+
+    n_layers = get_adapter(load_model("tiny-llama")[0]).n_layers
+    hp = home / "hp.yaml"
+    hp.write_text("mom2_adjustment: false\nv_num_grad_steps: 2\ncontext_template_length_params: [[3, 2]]\n")
+    args = ["locate", "--model", "tiny-llama", "--data", "builtin", "--method", "hybrid", "--n", "4", "--shortlist",
+            "all", "--eta", "2", "--budget-per-layer", "1", "--hparams", str(hp), "--no-progress"]
+    assert main(args) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # one edit per layer pays for the first round only: every layer on one request, its leader chosen
+    assert last["edits"] == n_layers
+    with pytest.raises(SystemExit):
+        main(args[:13] + ["0"] + args[14:])
