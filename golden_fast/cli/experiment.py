@@ -32,6 +32,7 @@ import dataclasses
 import json
 
 from golden_fast.cli import CLIError, add_threads_argument
+from golden_fast.cli.locate import shortlist_arg
 
 
 def _ints(text: str) -> list[int]:
@@ -86,6 +87,9 @@ _OPTIONS = {
     "--cma-answer": (str, "CMA's answer: data (skip facts the model gets wrong) or greedy (its own top token)"),
     "--cma-window": (int, "CMA restored window (default 10)"),
     "--brute-editor": (str, "brute force's editor (default r-rome)"),
+    "--hybrid-shortlist": (shortlist_arg, "the hybrid's shortlist: LGA's C best layers (default 8) or 'all' (every "
+                                       "candidate layer, no LGA)"),
+    "--hybrid-eta": (int, "the hybrid keeps 1/K of the layers a round, the facts multiplied by K (default 2)"),
     "--editors": (_words, "editors judged at each chosen layer (default r-rome,rome,emmet)"),
     "--group-size": (int, "ROME/R-ROME facts per batched v* pass (default 16)"),
     "--stats": (str, "C: preset (statistics cache) or identity (C = I)"),

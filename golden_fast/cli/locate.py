@@ -43,15 +43,16 @@ def _k(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"--tukey-k takes a number or 'none', got {text!r}") from None
 
 
-def _shortlist(text: str) -> int | str:
+def shortlist_arg(text: str) -> int | str:
+    """argparse type of a hybrid shortlist: a positive int or "all"."""
     if text == "all":
         return "all"
     try:
         c = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--shortlist: a positive int or 'all', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"a positive int or 'all', got {text!r}") from None
     if c < 1:
-        raise argparse.ArgumentTypeError(f"--shortlist: a positive int or 'all', got {text!r}")
+        raise argparse.ArgumentTypeError(f"a positive int or 'all', got {text!r}")
     return c
 
 
@@ -139,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("hybrid (also takes the LGA and brute-force options)")
     g.add_argument(
         "--shortlist",
-        type=_shortlist,
+        type=shortlist_arg,
         default=8,
         metavar="C",
         help="LGA's best kept layers that enter the halving (default 8), or 'all': every candidate layer, "

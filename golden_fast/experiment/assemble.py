@@ -265,10 +265,11 @@ def _conventions(ctx) -> str:
         "vs golden: mean_i M(i, chosen) - mean_i M(i, G) on the same test facts, paired bootstrap 95% interval",
         "LGA: S_l = sum_i <grad old answer, grad new target> of the down-projection (paper: signed), Tukey fences "
         "k=1 (linear quartiles); cosine and new_norm are our variants from the same Gram products",
-        "hybrid: LGA's shortlist (signed, Tukey k=1, its 8 best kept layers), then successive halving with trial "
-        "edits of the proxy facts by the brute-force editor (4 facts per layer first, the better half kept, the facts "
-        "doubled; an early stop when the leader's paired bootstrap interval is above every other layer's); cost in "
-        "trial edits, wall time = LGA + the trial edits' compute",
+        "hybrid: LGA's shortlist (signed, Tukey k=1, its hybrid_shortlist best kept layers; 'all': every candidate "
+        "layer, no LGA), then successive halving with trial edits of the proxy facts by the brute-force editor (n0 "
+        "facts per layer first by the budget of 2 trial edits per candidate layer, 1/eta of the layers kept a round, "
+        "the facts multiplied by eta; an early stop when the leader's paired bootstrap interval is above every other "
+        "layer's); cost in trial edits, wall time = LGA + the trial edits' compute",
         "golden band: the layers l whose paired percentile-bootstrap interval of mean_i [M(i, G) - M(i, l)] on the "
         "test facts (overall) contains 0 (golden_fast.locate.band); G is always in it",
         "CMA: ROME's causal tracing, restored MLP window around l at the subject's last token; indirect effect "
@@ -311,12 +312,17 @@ def _band_table(rep, band: dict[str, Any] | None) -> None:
                    "difference to the golden layer contains 0.")
 
 
+def _hybrid_uses_lga(hy: dict[str, Any]) -> bool:
+    return (hy.get("settings") or {}).get("lga") is not None
+
+
 def _hybrid_text(hy: dict[str, Any], editor: str) -> str:
     from golden_fast.locate.hybrid import rounds_table
 
     c = hy["cost"]
     return "\n".join([
-        f"shortlist (LGA signed, Tukey k=1, best first): {hy['shortlist']}",
+        f"shortlist (LGA signed, Tukey k=1, best first): {hy['shortlist']}" if _hybrid_uses_lga(hy)
+        else f"every candidate layer, no LGA: {hy['shortlist']}",
         rounds_table(hy["rounds"]),
         f"chosen layer {hy['chosen']}: {c['edits']} trial edit(s) with {editor} on up to {hy['n_used']} proxy facts "
         f"(full schedule {c['full_schedule_edits']}){'; stopped early' if hy['stopped_early'] else ''}; "
@@ -397,7 +403,8 @@ def _write(ctx, figs: Path):
     elif res["cma_error"]:
         rep.text("Causal tracing (CMA)", f"CMA chose no layer (n_used 0): {res['cma_error']}")
     if res["hybrid"]:
-        rep.pre("Hybrid locator (LGA shortlist, trial edits)", _hybrid_text(res["hybrid"], config.brute_editor))
+        title = "LGA shortlist" if _hybrid_uses_lga(res["hybrid"]) else "every layer"
+        rep.pre(f"Hybrid locator ({title}, trial edits)", _hybrid_text(res["hybrid"], config.brute_editor))
     for which, label in (("proxy", "proxy facts: the brute-force choice"), ("test", "test facts: the golden layer")):
         s = _scores(ctx.locate_dir / f"brute-{which}.json")
         if s is not None:
@@ -482,7 +489,8 @@ def _write(ctx, figs: Path):
     for theta, s in res["lga"].items():
         rows.append([f"LGA ({theta}, all variants)", _num(s["wall_time"]), f"{s['n_used']} proxy facts"])
     if res["hybrid"]:
-        rows.append(["hybrid (LGA + trial edits)", _num(res["hybrid"]["wall_time"]),
+        label = "hybrid (LGA + trial edits)" if _hybrid_uses_lga(res["hybrid"]) else "hybrid (trial edits)"
+        rows.append([label, _num(res["hybrid"]["wall_time"]),
                      f"{res['hybrid']['cost']['edits']} trial edits"])
     if res["cma"]:
         rows.append(["CMA", _num(res["cma"]["wall_time"]), f"{res['cma']['n_used']} facts traced"])

@@ -90,6 +90,9 @@ class ExperimentConfig:
             token, nothing skipped) and restored window.
         brute_editor: the editor of brute force (the sample-wise optimum is "for this editor") and of the
             hybrid locator's trial edits (on the proxy facts, at the layers LGA shortlists).
+        hybrid_shortlist, hybrid_eta: the hybrid locator's shortlist (LGA's c best layers, or "all":
+            every candidate layer, LGA not used) and the fraction 1/eta of layers each round keeps
+            (`HybridConfig`); changing them recomputes the hybrid only, its trial edits kept.
         editors: editors judged at each chosen layer on the test facts: ROME / R-ROME edit each fact
             alone (evaluated, then reverted); MEMIT / EMMET edit all test facts as one batch at
             that single layer.
@@ -141,6 +144,8 @@ class ExperimentConfig:
     cma_answer: str = "data"
     cma_window: int = 10
     brute_editor: str = "r-rome"
+    hybrid_shortlist: int | str = 8
+    hybrid_eta: int = 2
     editors: tuple[str, ...] = ("r-rome", "rome", "emmet")
     group_size: int = 16
     stats: str = "preset"
@@ -212,6 +217,9 @@ class ExperimentConfig:
                 raise ValueError(f"{name}: {bad or list(v)} not allowed (distinct values of {', '.join(allowed)})")
         if not self.thetas or not self.suites:
             raise ValueError("thetas and suites need at least one value each")
+        from golden_fast.locate.hybrid import HybridConfig
+
+        HybridConfig(shortlist=self.hybrid_shortlist, eta=self.hybrid_eta)  # raises on a bad value
         if self.brute_editor not in editors:
             raise ValueError(f"brute_editor must be one of {editors}, got {self.brute_editor!r}")
         if self.lga_old_answer not in ("data", "greedy", "auto"):

@@ -180,15 +180,17 @@ def run_hybrid(
     model: nn.Module,
     tok: Any,
     proxy: Sequence[Any],
-    lga_scores: LayerScores,
+    lga_scores: LayerScores | None,
     editor: Any,
     pairs: str | Path,
     scores_path: str | Path,
     config: HybridConfig | None = None,
     progress: bool = True,
+    layers: Sequence[int] | None = None,
 ) -> LayerScores:
     """The hybrid locator on a finished LGA run: the shortlist of its paper variant (signed, Tukey k=1),
-    then successive halving with trial edits of the proxy facts by `editor` (pairs kept in `pairs`, so an
+    or, with `config.shortlist` "all" (`lga_scores` None), every one of `layers`; then successive
+    halving with trial edits of the proxy facts by `editor` (pairs kept in `pairs`, so an
     interrupted run resumes pair by pair). Skipped when `scores_path` holds a result of the same settings
     made from the same LGA scores.
 
@@ -196,26 +198,37 @@ def run_hybrid(
     wall time is LGA's plus the trial edits' own compute, read from the pairs file so that a resumed run
     counts each pair once."""
     config = config or HybridConfig()
-    ls = lga_scores.reselect("signed", tukey_k=1.0)
-    short = lga_shortlist(ls.layers, ls.scores, 1.0, config.shortlist)
-    budget = config.budget(len(ls.layers))
-    config = config.resolved(len(short), len(ls.layers), len(proxy))
-    settings = {"hybrid": dataclasses.asdict(config) | {"budget_edits": budget}, "lga": ls.settings,
-                "editor": _plain(editor)}
+    if (config.shortlist == "all") != (lga_scores is None):
+        raise ValueError("run_hybrid: shortlist 'all' takes no LGA scores; any other shortlist needs them")
+    if lga_scores is None:
+        if not layers or len(layers) < 2:
+            raise ValueError(f"run_hybrid: shortlist 'all' over {layers}: give at least two candidate layers")
+        ls, candidates = None, [int(x) for x in layers]
+        short = list(candidates)
+    else:
+        ls = lga_scores.reselect("signed", tukey_k=1.0)
+        candidates = list(ls.layers)
+        short = lga_shortlist(ls.layers, ls.scores, 1.0, config.shortlist)
+    budget = config.budget(len(candidates))
+    config = config.resolved(len(short), len(candidates), len(proxy))
+    settings = {"hybrid": dataclasses.asdict(config) | {"budget_edits": budget},
+                "lga": None if ls is None else ls.settings, "editor": _plain(editor)}
     path = Path(scores_path)
     s = _scores(path)
     if (s is not None and _same(s.settings, settings) and s.extra.get("shortlist") == short
-            and s.extra.get("lga", {}).get("scores") == ls.scores):
+            and (s.extra.get("lga") or {}).get("scores") == (None if ls is None else ls.scores)):
         return s
     scorer = EditScorer(model, tok, proxy, editor, out=pairs, metric=config.metric, progress=progress)
     hv = successive_halving(scorer, short, len(proxy), n0=config.n0, confidence=config.confidence,
                             n_boot=config.n_boot, seed=config.seed, early_stop=config.early_stop,
                             min_stop_facts=config.min_stop_facts, eta=config.eta, budget=budget)
-    s = hybrid_scores(ls, hv, config, settings, n_requests=len(proxy), lga_seconds=ls.wall_time,
-                      wall_time=ls.wall_time + scorer.pair_seconds, pair_seconds=scorer.pair_seconds)
+    lga_seconds = 0.0 if ls is None else ls.wall_time
+    s = hybrid_scores(ls, hv, config, settings, n_requests=len(proxy), lga_seconds=lga_seconds,
+                      wall_time=lga_seconds + scorer.pair_seconds, pair_seconds=scorer.pair_seconds)
     _save(s, path)
     cost = s.extra["cost"]
-    print(f"hybrid done: layer {s.chosen} from shortlist {short}, {cost['edits']} trial edit(s) in "
+    print(f"hybrid done: layer {s.chosen} from {'every layer' if ls is None else f'shortlist {short}'}, "
+          f"{cost['edits']} trial edit(s) in "
           f"{len(hv.rounds)} round(s), {s.wall_time:.1f} s", flush=True)
     return s
 
@@ -298,7 +311,9 @@ def _hybrid_entry(s: LayerScores) -> dict[str, Any]:
         "family": "hybrid",
         "edits": int(cost["edits"]),
         "rounds": len(rounds),
-        "note": f"LGA shortlist {s.extra['shortlist']}, then {cost['edits']} trial edits in {len(rounds)} round(s)"
+        "note": ("every candidate layer (no LGA)" if s.extra.get("lga") is None
+                 else f"LGA shortlist {s.extra['shortlist']}")
+        + f", then {cost['edits']} trial edits in {len(rounds)} round(s)"
         + (" (stopped early)" if s.extra.get("stopped_early") else ""),
     }
 

@@ -154,14 +154,17 @@ def _part_hybrid(ctx: Context) -> str:
     from golden_fast.locate.hybrid import HybridConfig
 
     c = ctx.config
+    config = HybridConfig(shortlist=c.hybrid_shortlist, eta=c.hybrid_eta, n_boot=c.n_boot)
     # the shortlist comes from LGA's down-projection run: the lga part's result, reused when it was
-    # made with these options
-    lga_down = run_lga(ctx.model, ctx.tok, ctx.facts.proxy, ctx.layers, ctx.locate_dir, ("down",), c.lga_batch_size,
-                       c.lga_old_answer, progress=c.progress)["down"]
+    # made with these options; shortlist "all" needs no LGA
+    lga_down = None if config.shortlist == "all" else run_lga(
+        ctx.model, ctx.tok, ctx.facts.proxy, ctx.layers, ctx.locate_dir, ("down",), c.lga_batch_size,
+        c.lga_old_answer, progress=c.progress)["down"]
     s = run_hybrid(ctx.model, ctx.tok, ctx.facts.proxy, lga_down, ctx.editor_spec(), ctx.locate_dir / "hybrid-pairs",
-                   ctx.locate_dir / "hybrid.json", HybridConfig(n_boot=c.n_boot), progress=c.progress)
+                   ctx.locate_dir / "hybrid.json", config, progress=c.progress, layers=ctx.layers)
     cost = s.extra["cost"]
-    return (f"layer {s.chosen} from LGA's shortlist {s.extra['shortlist']}; {cost['edits']} trial edit(s) in "
+    source = "every candidate layer" if lga_down is None else f"LGA's shortlist {s.extra['shortlist']}"
+    return (f"layer {s.chosen} from {source}; {cost['edits']} trial edit(s) in "
             f"{len(s.extra['rounds'])} round(s) (brute force: {len(ctx.facts.proxy)} x {len(ctx.layers)}), "
             f"{s.wall_time:.1f} s")
 

@@ -3,6 +3,7 @@ the band in results.json and in the report's tables, the hybrid's layer and cost
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -19,7 +20,7 @@ from golden_fast.locate import LayerScores
 from golden_fast.locate.band import golden_band
 from golden_fast.locate.brute_force import BruteForceResult, brute_scores
 from golden_fast.locate.hybrid import HybridConfig
-from golden_fast.models import load_model
+from golden_fast.models import get_adapter, load_model
 
 LAYERS = [0, 1, 2, 3]
 METRICS = ["rewrite_acc", "locality"]
@@ -222,3 +223,49 @@ def test_a_locator_without_editor_results_leaves_the_others_judged(env):
     assert not e["held_apart"] and e["n_judged"] == 14
     assert e["not_edited_yet"] == ["brute-force (layer 3)"]
     assert [r["layer"] for r in e["rows"]] == [2]
+
+
+def test_quick_study_hybrid_over_every_layer_without_lga(env, monkeypatch):
+    import argparse
+
+    from golden_fast.cli import experiment as cli_experiment
+
+    model, tok = load_model("tiny-llama")
+    lga_calls = []
+    real_lga = locating.lga
+    monkeypatch.setattr(locating, "lga", lambda *a, **k: lga_calls.append(1) or real_lga(*a, **k))
+    out = env / "quick-all"
+    config = quick_config(model="tiny-llama", data="builtin", out=str(out), parts=("hybrid", "report"),
+                          hybrid_shortlist="all", hybrid_eta=3, progress=False)
+    run_experiment(config, model=model, tok=tok)
+    assert lga_calls == []  # shortlist "all" needs no LGA
+    hy = LayerScores.from_json(out / "locate" / "hybrid.json")
+    layers = config.candidate_layers(get_adapter(model).n_layers)
+    assert hy.extra["shortlist"] == layers and hy.extra["lga"] is None and hy.settings["lga"] is None
+    assert hy.settings["hybrid"]["eta"] == 3 and hy.settings["hybrid"]["shortlist"] == "all"
+    assert hy.extra["cost"]["edits"] <= 2 * len(layers)  # the budget of 2 trial edits per layer
+    r = json.loads((out / "results.json").read_text())["results"]
+    assert r["chosen"]["hybrid"]["note"].startswith("every candidate layer (no LGA), then")
+    md = (out / "report.md").read_text()
+    assert "## Hybrid locator (every layer, trial edits)" in md and "every candidate layer, no LGA" in md
+
+    # back to LGA's shortlist: the hybrid is recomputed, every trial edit already made is reused
+    pairs = out / "locate" / "hybrid-pairs" / "pairs.jsonl"
+    before = set(pairs.read_text().splitlines())
+    run_experiment(dataclasses.replace(config, parts=("lga", "hybrid"), hybrid_shortlist=2, hybrid_eta=2),
+                   model=model, tok=tok)
+    hy2 = LayerScores.from_json(out / "locate" / "hybrid.json")
+    assert hy2.extra["lga"] is not None and len(hy2.extra["shortlist"]) == 2
+    assert before <= set(pairs.read_text().splitlines())
+
+    # the options, validated, and through the CLI
+    with pytest.raises(ValueError, match="shortlist"):
+        quick_config(hybrid_shortlist="some")
+    with pytest.raises(ValueError, match="eta"):
+        quick_config(hybrid_eta=1)
+    p = argparse.ArgumentParser()
+    cli_experiment.register(p.add_subparsers())
+    args = p.parse_args(["experiment", "--model", "tiny-llama", "--data", "builtin", "--quick",
+                         "--hybrid-shortlist", "all", "--hybrid-eta", "4"])
+    c = cli_experiment.config_from(args)
+    assert c.hybrid_shortlist == "all" and c.hybrid_eta == 4
