@@ -24,6 +24,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+#: the golden-layer studies (`golden-fast experiment` folders) the locating benchmarks read
+STUDIES = {
+    "smollm2-135m": RESULTS / "experiment" / "smollm2-135m-counterfact",
+    "gemma3-270m": RESULTS / "experiment" / "gemma3-270m-zsre",
+}
 _CSV_FIELDS = ("timestamp", "bench", "name", "value", "unit", "device", "torch", "commit", "details")
 
 

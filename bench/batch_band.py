@@ -27,12 +27,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import STUDIES  # noqa: E402
+
 from golden_fast.fileio import read_json, write_json  # noqa: E402
 
-STUDIES = {
-    "smollm2-135m": ROOT / "bench/results/experiment/smollm2-135m-counterfact",
-    "gemma3-270m": ROOT / "bench/results/experiment/gemma3-270m-zsre",
-}
 OUT = ROOT / "bench/results/locate"
 METRICS = ("rewrite_acc", "rephrase_acc", "locality", "overall")
 

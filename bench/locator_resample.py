@@ -40,6 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import STUDIES  # noqa: E402
+
 from golden_fast.fileio import read_json, write_json  # noqa: E402
 from golden_fast.locate.hybrid import HybridConfig, budget_n0  # noqa: E402
 from golden_fast.locate.resample import (  # noqa: E402
@@ -55,10 +57,6 @@ from golden_fast.locate.resample import (  # noqa: E402
     resample_locators,
 )
 
-STUDIES = {
-    "smollm2-135m": ROOT / "bench/results/experiment/smollm2-135m-counterfact",
-    "gemma3-270m": ROOT / "bench/results/experiment/gemma3-270m-zsre",
-}
 OUT = ROOT / "bench/results/locate"
 STUDY_PROXY_FACTS = 20  # the study's proxy brute force: 20 facts at every layer
 BASE_SIZES = (5, 10, 20, 50)
