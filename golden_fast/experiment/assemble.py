@@ -81,7 +81,10 @@ def _editor_results(ctx, layers: list[int]) -> dict:
 
     out = {}
     folder = ctx.out / "editors"
-    keys = (read_json(ctx.out / "split.json") or {}).get("test", [])[: ctx.config.editors_n]
+    # the facts the editors part edited (its meta.json): the held-apart ones, or, in a folder made when
+    # every test fact was edited, the first editors_n
+    keys = (read_json(folder / "meta.json") or {}).get("facts") or \
+        (read_json(ctx.out / "split.json") or {}).get("test", [])[: ctx.config.editors_n]
     for method in ctx.config.editors:
         for layer in layers:
             single = folder / f"{method}-L{layer:02d}.jsonl"

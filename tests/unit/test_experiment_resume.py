@@ -280,6 +280,11 @@ def test_editors_edit_only_the_facts_held_apart(env, llama):
     rows = [json.loads(line) for p in (out / "editors").glob("r-rome-L*.jsonl") for line in p.read_text().splitlines()]
     assert {r["key"] for r in rows} == set(test_keys[2:12]) and len(rows) == 10
     assert json.loads((out / "editors" / "meta.json").read_text())["facts"] == test_keys[2:12]
+    # the report judges those 10, all held apart from the 2 that chose the golden layer
+    run_experiment(_config(out, parts=("brute-test", "editors", "report"), **cfg), model=model, tok=tok)
+    judged = json.loads((out / "results.json").read_text())["results"]["editors"]["r-rome"]
+    assert judged["n_judged"] == 10 and judged["held_apart"] and judged["n_chose_golden"] == 2
+    assert "## r-rome on 10 test facts at each chosen layer" in (out / "report.md").read_text()
     # a folder that holds every test fact's edits (made before) goes on with all of them
     legacy = env / "held-apart-legacy"
     run_experiment(_config(legacy, parts=("lga",), **cfg), model=model, tok=tok)
