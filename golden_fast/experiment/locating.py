@@ -227,9 +227,9 @@ def run_hybrid(
                       wall_time=lga_seconds + scorer.pair_seconds, pair_seconds=scorer.pair_seconds)
     _save(s, path)
     cost = s.extra["cost"]
-    print(f"hybrid done: layer {s.chosen} from {'every layer' if ls is None else f'shortlist {short}'}, "
-          f"{cost['edits']} trial edit(s) in "
-          f"{len(hv.rounds)} round(s), {s.wall_time:.1f} s", flush=True)
+    where = "every layer" if ls is None else f"shortlist {short}"
+    print(f"hybrid done: layer {s.chosen} from {where}, {cost['edits']} trial edit(s) in {len(hv.rounds)} round(s), "
+          f"{s.wall_time:.1f} s", flush=True)
     return s
 
 
