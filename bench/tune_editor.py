@@ -11,7 +11,9 @@ pre-edit predictions) and reverted. Optimised targets (z, v*) depend on the opti
 only, so settings that change the solve (lambda, thresholds, ridges) share them (`reuse_targets`,
 kept in $GOLDEN_FAST_HOME/targets/<model>.safetensors across runs): the first setting pays for them,
 and each row still reports the targets' cost. One JSON line per
-setting in --out/<method>.jsonl; a rerun skips the settings already there. The last line names the
+setting in --out/<method>.jsonl, with the editor's resolved hyperparameters (its preset under the
+setting); a rerun skips the settings whose resolved hyperparameters are already there, so a changed
+preset is measured again. The last line names the
 best rewrite among the settings that keep locality at or above --min-locality.
 """
 
@@ -32,6 +34,7 @@ import _common  # noqa: E402
 from golden_fast.data import validate  # noqa: E402
 from golden_fast.data.location import data_dir  # noqa: E402
 from golden_fast.edit import Editor  # noqa: E402
+from golden_fast.edit.config import hparams_record  # noqa: E402
 from golden_fast.edit.target_cache import TargetCache, reuse_targets  # noqa: E402
 from golden_fast.evaluate import evaluate  # noqa: E402
 from golden_fast.fileio import append_jsonl, read_jsonl  # noqa: E402
@@ -67,15 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     reqs, _ = validate(args.data, offset=args.offset)
     reqs = reqs[: args.n]
     same = lambda r: r["n"] == args.n and r["offset"] == args.offset and r["data"] == Path(args.data).name  # noqa: E731
-    done = {json.dumps(r["settings"], sort_keys=True) for r in read_jsonl(path) if same(r)}
+    rows = [r for r in read_jsonl(path) if same(r)]
+    # a setting is done when a row holds the same resolved hyperparameters (preset and setting); rows
+    # that predate that record are matched on the setting alone
+    done = {json.dumps(r["hparams"], sort_keys=True) for r in rows if "hparams" in r}
+    done_legacy = {json.dumps(r["settings"], sort_keys=True) for r in rows if "hparams" not in r}
     pre = evaluate(model, tok, reqs, suites=("knowedit",))
     store = home() / "targets" / f"{args.model}.safetensors"  # z and v* shared by every run on this model
     with reuse_targets(TargetCache.load(store).autosave(store)) as cache:
         for setting in settings_grid(args.grid):
             setting = dict(args.fixed) | setting
-            if json.dumps(setting, sort_keys=True) in done:
-                continue
             ed = Editor(model, tok, args.method, hparams=setting, progress=True)  # targets take minutes
+            resolved = hparams_record(ed.hparams, with_layers=True)
+            if json.dumps(resolved, sort_keys=True) in done or json.dumps(setting, sort_keys=True) in done_legacy:
+                continue
             t0 = time.perf_counter()
             res = ed.edit(reqs, mode="batch")
             edit_s = time.perf_counter() - t0
@@ -86,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             ex = res.traces[0].extras
             summ = {m: s.mean for m, s in post.summary().items()}
             row = {"model": args.model, "method": args.method, "data": Path(args.data).name, "n": args.n,
-                   "offset": args.offset, "settings": setting, "layers": list(ed.layers),
+                   "offset": args.offset, "settings": setting, "hparams": resolved, "layers": list(ed.layers),
                    "edit_seconds": edit_s + float(ex.get("targets_reused_seconds", 0.0)),
                    "update_norm": res.traces[0].update_norm, "summary": summ,
                    "warnings": sorted({w for t in res.traces for w in t.warnings})[:5],
