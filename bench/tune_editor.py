@@ -13,8 +13,8 @@ kept in $GOLDEN_FAST_HOME/targets/<model>.safetensors across runs): the first se
 and each row still reports the targets' cost. One JSON line per
 setting in --out/<method>.jsonl, with the editor's resolved hyperparameters (its preset under the
 setting); a rerun skips the settings whose resolved hyperparameters are already there, so a changed
-preset is measured again. The last line names the
-best rewrite among the settings that keep locality at or above --min-locality.
+preset is measured again. The last line names the best rewrite among this grid's settings (rows of
+other presets or grids in the file left out) that keep locality at or above --min-locality.
 """
 
 from __future__ import annotations
@@ -77,11 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     done_legacy = {json.dumps(r["settings"], sort_keys=True) for r in rows if "hparams" not in r}
     pre = evaluate(model, tok, reqs, suites=("knowedit",))
     store = home() / "targets" / f"{args.model}.safetensors"  # z and v* shared by every run on this model
+    grid_keys: set[str] = set()  # this grid's settings, resolved: the rows the summary ranks
     with reuse_targets(TargetCache.load(store).autosave(store)) as cache:
         for setting in settings_grid(args.grid):
             setting = dict(args.fixed) | setting
             ed = Editor(model, tok, args.method, hparams=setting, progress=True)  # targets take minutes
             resolved = hparams_record(ed.hparams, with_layers=True)
+            grid_keys |= {json.dumps(resolved, sort_keys=True), json.dumps(setting, sort_keys=True)}
             if json.dumps(resolved, sort_keys=True) in done or json.dumps(setting, sort_keys=True) in done_legacy:
                 continue
             t0 = time.perf_counter()
@@ -104,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 cache.save(store)
             shown = " ".join(f"{m} {summ.get(m, float('nan')):.3f}" for m in SHOWN)
             print(f"{json.dumps(setting)}: {shown} ({row['edit_seconds']:.1f} s)", flush=True)
-    rows = [r for r in read_jsonl(path) if same(r)]
+    rows = [r for r in read_jsonl(path) if same(r) and json.dumps(r.get("hparams", r["settings"]), sort_keys=True)
+            in grid_keys]
     ok = [r for r in rows if r["summary"].get("locality", 0) >= args.min_locality]
     best = max(ok, key=lambda r: r["summary"].get("rewrite_acc", 0), default=None)
     print(json.dumps({"bench": "tune_editor", "method": args.method, "settings": len(rows),

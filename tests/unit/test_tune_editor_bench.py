@@ -17,7 +17,7 @@ import tune_editor  # noqa: E402
 FIXED = {"layers": [1], "mom2_adjustment": False, "v_num_grad_steps": 2, "context_template_length_params": [[3, 1]]}
 
 
-def test_rows_record_resolved_hparams_and_reruns_skip_on_them(tmp_path, monkeypatch):
+def test_rows_record_resolved_hparams_and_reruns_skip_on_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GOLDEN_FAST_HOME", str(tmp_path / "home"))
     threads = torch.get_num_threads()
     args = ["--method", "r-rome", "--model", "tiny-llama", "--data", "builtin", "--n", "2", "--grid",
@@ -37,6 +37,11 @@ def test_rows_record_resolved_hparams_and_reruns_skip_on_them(tmp_path, monkeypa
         path.write_text(json.dumps(rows[0]) + "\n")
         assert tune_editor.main(args) == 0
         assert len(path.read_text().splitlines()) == 2
+        # the summary ranks this grid's rows only: the row of the other preset value is left out
+        capsys.readouterr()
+        assert tune_editor.main(args) == 0
+        last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert len(path.read_text().splitlines()) == 2 and last["settings"] == 1
         # a row from before the record is matched on its setting alone
         legacy = {k: v for k, v in rows[0].items() if k != "hparams"}
         path.write_text(json.dumps(legacy) + "\n")
