@@ -209,6 +209,17 @@ def first_facts(data: str, n: int, offset: int = 0) -> list:
     return list(reqs[:n])
 
 
+def study_facts(study: Path) -> tuple[Any, Any]:
+    """(ExperimentConfig, Facts) of a `golden-fast experiment` folder, its split checked against the
+    folder's split.json (`load_facts`; a mismatch raises)."""
+    from golden_fast.experiment import ExperimentConfig
+    from golden_fast.experiment.facts import load_facts
+    from golden_fast.fileio import read_json
+
+    cfg = ExperimentConfig.from_dict(read_json(study / "config.json"))
+    return cfg, load_facts(cfg, out=study)
+
+
 def mass_results_dir(model: str, data: str) -> Path:
     """bench/results/mass/<model>-<data name>: the folder of the mass-editing studies of one fact file."""
     return RESULTS / "mass" / f"{model}-{Path(data).stem.split('-')[0]}"

@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import STUDIES  # noqa: E402
+from _common import STUDIES, study_facts  # noqa: E402
 
 from golden_fast.fileio import read_json, write_json  # noqa: E402
 
@@ -36,19 +36,11 @@ METRICS = ("rewrite_acc", "rephrase_acc", "locality", "overall")
 
 
 def study_context(study: Path, model: Any = None, tok: Any = None) -> Any:
-    """The study's experiment `Context` (its config, facts, candidate layers and folder), with the
-    split checked against split.json."""
-    from golden_fast.experiment import ExperimentConfig
-    from golden_fast.experiment.facts import load_facts
+    """The study's experiment `Context` (its config, facts, candidate layers and folder)."""
     from golden_fast.experiment.runner import Context
-    from golden_fast.locate.brute_force import request_key
     from golden_fast.models import get_adapter, load_model
 
-    cfg = ExperimentConfig.from_dict(read_json(study / "config.json"))
-    facts = load_facts(cfg)
-    split = read_json(study / "split.json")
-    if [request_key(r) for r in facts.test] != split["test"]:
-        raise SystemExit(f"{study}/split.json: the test facts loaded now differ from the study's split")
+    cfg, facts = study_facts(study)
     if model is None:
         model, tok = load_model(cfg.model)
     return Context(cfg, model, tok, facts, cfg.candidate_layers(get_adapter(model).n_layers), study)

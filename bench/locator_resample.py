@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import STUDIES  # noqa: E402
+from _common import STUDIES, study_facts  # noqa: E402
 
 from golden_fast.fileio import read_json, write_json  # noqa: E402
 from golden_fast.locate.hybrid import HybridConfig, budget_n0  # noqa: E402
@@ -93,17 +93,11 @@ def pairs_files(study: Path) -> list[Path]:
 
 def grid_facts(study: Path) -> tuple[dict[str, Any], list[str]]:
     """(key -> request of every fact the study's grids hold or will hold, the proxy grid's keys)."""
-    from golden_fast.experiment import ExperimentConfig
-    from golden_fast.experiment.facts import load_facts
     from golden_fast.locate.brute_force import request_key
 
-    cfg = ExperimentConfig.from_dict(read_json(study / "config.json"))
-    facts = load_facts(cfg)
-    split = read_json(study / "split.json")
+    cfg, facts = study_facts(study)
     proxy, test = facts.proxy[: cfg.brute_proxy_n], facts.test[: cfg.test_brute_n]
     keyed = {request_key(r): r for r in proxy + test}
-    if [request_key(r) for r in facts.proxy] != split["proxy"] or [request_key(r) for r in facts.test] != split["test"]:
-        raise SystemExit(f"{study}/split.json: the facts loaded now differ from the study's split")
     return keyed, [request_key(r) for r in proxy]
 
 
