@@ -102,11 +102,15 @@ def _hparams(args: argparse.Namespace, method: str) -> dict[str, Any]:
     return over
 
 
+def _store(args: argparse.Namespace) -> Path:
+    return Path(args.store) if args.store else home() / "targets" / f"{args.model}.safetensors"
+
+
 def run_batch(args: argparse.Namespace, model, tok, out: Path) -> list[dict[str, Any]]:
     facts = _facts(args, max(args.sizes))
     pre, ppl0 = _pre(model, tok, args, out, facts)
     rows = []
-    store = home() / "targets" / f"{args.model}.safetensors"  # z and v* shared by every run on this model
+    store = _store(args)  # z and v* shared by every run on this model
     with reuse_targets(TargetCache.load(store).autosave(store)) as cache:
         for n in sorted(args.sizes):
             for method in args.methods:
@@ -144,14 +148,15 @@ def run_batch(args: argparse.Namespace, model, tok, out: Path) -> list[dict[str,
 
 def run_targets(args: argparse.Namespace, model, tok, out: Path) -> list[dict[str, Any]]:
     facts = _facts(args, max(args.sizes))
-    store = home() / "targets" / f"{args.model}.safetensors"
+    store = _store(args)
     method = next((m for m in args.methods if m != "ultraedit"), None)
     if method is None:
         raise SystemExit("targets: --methods names no editor that optimises z")
     with reuse_targets(TargetCache.load(store)) as cache:
         ed = Editor(model, tok, method, hparams=_hparams(args, method), progress=False)
         t0 = time.perf_counter()
-        for lo in range(0, len(facts), args.chunk):
+        i, k = args.shard
+        for lo in range(i * args.chunk, len(facts), k * args.chunk):
             chunk = facts[lo:lo + args.chunk]
             before = cache.misses
             res = ed.edit(chunk, mode="batch")  # the targets are what matters; the edit is undone at once
@@ -187,7 +192,7 @@ def run_lifelong(args: argparse.Namespace, model, tok, out: Path) -> list[dict[s
         curve = [p for p in curve if p["edits"] <= done]
         chunks = [c for c in chunks if c["edits"] <= done]
         last_point = curve[-1]["edits"] if curve else 0
-        store = home() / "targets" / f"{args.model}.safetensors"  # shared with batch mode (see the docstring)
+        store = _store(args)  # shared with batch mode (see the docstring)
         bar = tqdm(total=args.total, initial=done, unit="edit", desc=f"lifelong {method}", disable=args.quiet)
         try:
             while done < args.total:
@@ -273,6 +278,16 @@ def _or_nan(x: float | None) -> float:
     return float("nan") if x is None else float(x)
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, k = (int(w) for w in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected I/K, e.g. 0/2") from None
+    if not 0 <= i < k:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: needs 0 <= I < K")
+    return i, k
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=("batch", "lifelong", "targets", "table"),
@@ -292,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ppl-tokens", type=int, default=16384)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
+    p.add_argument("--store", default=None,
+                   help="the targets store (default $GOLDEN_FAST_HOME/targets/<model>.safetensors); a path "
+                        "inside the results folder lets a run of many hours resume on another machine")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/K",
+                   help="targets: only chunks I, I+K, I+2K, ... (0-based), so K processes, one per core, "
+                        "share the work and the store (each save keeps what the others wrote)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
