@@ -308,8 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
     p.add_argument("--store", default=None,
-                   help="the targets store (default $GOLDEN_FAST_HOME/targets/<model>.safetensors); a path "
-                        "inside the results folder lets a run of many hours resume on another machine")
+                   help="the targets store (default $GOLDEN_FAST_HOME/targets/<model>.safetensors)")
     p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/K",
                    help="targets: only chunks I, I+K, I+2K, ... (0-based), so K processes, one per core, "
                         "share the work and the store (each save keeps what the others wrote)")
