@@ -262,6 +262,40 @@ def markdown_table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def plot_lifelong(out: Path) -> Path | None:
+    """lifelong.png: rewrite of every fact edited so far (with its interval) and perplexity over the
+    unedited model's, against the facts edited, one line per lifelong run under `out`."""
+    curves = {f.parent.name.removeprefix("lifelong-"): read_json(f) for f in sorted(out.glob("lifelong-*/curve.json"))}
+    curves = {k: c for k, c in curves.items() if c}
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, c in curves.items():
+        x = [p["edits"] for p in c]
+        r = [p["summary"]["rewrite_acc"] for p in c]
+        line, = ax1.plot(x, [v["mean"] for v in r], marker="o", label=name)
+        ax1.fill_between(x, [v["lo"] for v in r], [v["hi"] for v in r], color=line.get_color(), alpha=0.15)
+        ax2.plot(x, [p["perplexity_after"] / p["perplexity_before"] for p in c], marker="o", label=name)
+    ax1.set(xlabel="facts edited", ylabel="rewrite of every fact edited so far", ylim=(0, 1.05))
+    ax2.set(xlabel="facts edited", ylabel="WikiText-2 perplexity / unedited", yscale="log")
+    ax2.axhline(1.2, color="grey", ls="--", lw=1)  # the +20% the lifelong goal allows
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "lifelong.png"
+    tmp = path.with_name(".lifelong.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def _print_row(p: dict[str, Any]) -> None:
     s = p["summary"]
     vals = " ".join(f"{m} {s[m]['mean']:.3f}" for m in SHOWN if m in s)
@@ -291,7 +325,8 @@ def _shard(text: str) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=("batch", "lifelong", "targets", "table"),
-                   help="targets: compute and save the z only; table: print the saved points as Markdown")
+                   help="targets: compute and save the z only; table: print the saved points as Markdown "
+                        "and draw the lifelong curves (lifelong.png)")
     _common.add_fact_args(p)
     p.add_argument("--methods", type=lambda s: [w.strip() for w in s.split(",") if w.strip()],
                    default=["emmet", "memit", "alphaedit", "ultraedit"])
@@ -319,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.mode == "table":
         print(markdown_table(out))
+        if (png := plot_lifelong(out)) is not None:
+            print(f"curve: {png}")
         return 0
     t0 = time.perf_counter()
     model, tok = load_model(args.model)

@@ -89,6 +89,21 @@ def test_a_run_without_its_journals_measures_again_instead_of_appending(home):
     assert [c["edits"] for c in json.loads((folder / "chunks.json").read_text())] == [2, 4, 6]
 
 
+def test_table_mode_draws_the_lifelong_curves(home, capsys):
+    """`table` prints the rows and draws lifelong.png from the saved curves; with no lifelong run
+    under the folder it draws nothing."""
+    assert mass_edit.main(["table", "--out", str(home / "empty")]) == 0
+    assert not (home / "empty" / "lifelong.png").exists()
+    assert mass_edit.main(_args(home / "run")) == 0
+    capsys.readouterr()
+    assert mass_edit.main(["table", "--out", str(home / "run")]) == 0
+    printed = capsys.readouterr().out
+    assert "| ultraedit | 4 | lifelong, 2 a time |" in printed and "| ultraedit | 6 |" in printed
+    png = home / "run" / "lifelong.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((home / "run").glob(".lifelong.tmp*"))  # written through a temporary name
+
+
 def test_lifelong_chunks_take_stored_targets_and_count_their_cost(home):
     """A z-based lifelong run stores its targets; a second run in another folder, on the same model
     and facts, replays the same edits, so every chunk's z is served, and each chunk's seconds include
