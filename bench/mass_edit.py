@@ -8,14 +8,15 @@ rewrite / rephrase / locality over the n facts (knowedit suite, locality against
 predictions), WikiText-2 perplexity after the edit (and once before), the edit time split into
 targets (v*/z optimisation, or UltraEdit's forward/backward) / keys / solve / apply, and the peak
 resident memory of the edit; then the edit is reverted (bitwise). Editors that optimise z share
-one set per fact (`reuse_targets`, kept in $GOLDEN_FAST_HOME/targets/<model>.safetensors across runs):
+one set per fact (`reuse_targets`, kept across runs in $GOLDEN_FAST_HOME/targets/<model>.safetensors or --store):
 a z computed for MEMIT serves EMMET and AlphaEdit, and counts at what it cost when first computed,
 so each row is the time of that editor alone.
 
 targets: the optimised targets (z) of the first max(--sizes) facts, computed --chunk facts at a time by
 the first z-optimising method of --methods and saved to the shared store after every chunk: an
 interrupted run keeps what it finished, and a later `batch` run serves them (a target is the same
-alone or in a batch). For the 1,000-fact batches, whose targets take hours on one core. The batch and
+alone or in a batch). For the 1,000-fact batches, whose targets take hours on one core; `--shard I/K`
+splits the chunks between K processes, one per core, that share the store. The batch and
 lifelong modes also save new targets to the store every five minutes while they optimise, so an
 interrupted chunk keeps the groups it finished.
 
