@@ -223,3 +223,24 @@ def study_facts(study: Path) -> tuple[Any, Any]:
 def mass_results_dir(model: str, data: str) -> Path:
     """bench/results/mass/<model>-<data name>: the folder of the mass-editing studies of one fact file."""
     return RESULTS / "mass" / f"{model}-{Path(data).stem.split('-')[0]}"
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display on a benchmark machine)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_png(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Write `fig` to `path` through a temporary name (a reader never sees half a file), then close it."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import peak_rss_bytes, reset_peak_rss, rss_bytes  # noqa: E402
+from _common import peak_rss_bytes, pyplot, reset_peak_rss, rss_bytes, save_png  # noqa: E402
 
 from golden_fast.data import builtin_facts, load
 from golden_fast.data.location import data_dir
@@ -141,11 +141,7 @@ def _plot_sequential(out: Path) -> Path | None:
               if (p := out / f"sequential-{m}" / "curve.json").exists()}
     if not curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for m, c in curves.items():
         x = [p["edits"] for p in c]
@@ -158,12 +154,7 @@ def _plot_sequential(out: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path = out / "sequential.png"
-    tmp = path.with_name(".sequential.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_png(fig, out / "sequential.png")
 
 
 def _hp_item(text: str) -> tuple[str, object]:

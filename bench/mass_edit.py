@@ -270,11 +270,7 @@ def plot_lifelong(out: Path) -> Path | None:
     curves = {k: c for k, c in curves.items() if c}
     if not curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _common.pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, c in curves.items():
         x = [p["edits"] for p in c]
@@ -289,12 +285,7 @@ def plot_lifelong(out: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "lifelong.png"
-    tmp = path.with_name(".lifelong.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return _common.save_png(fig, out / "lifelong.png")
 
 
 def _print_row(p: dict[str, Any]) -> None:
