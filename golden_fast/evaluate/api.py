@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 
 from golden_fast import distributed
-from golden_fast.evaluate import counterfact, knowedit
+from golden_fast.evaluate import counterfact, knowedit, soft
 from golden_fast.evaluate.fluency import generate_samples, ngram_entropy
 from golden_fast.evaluate.report import METRIC_ORDER, EvalReport, MetricRow
 from golden_fast.evaluate.scoring import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, SpanTable
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SUITES", "conventions", "evaluate", "fluency_scores", "on_first_rank", "shard_map"]
 
-SUITES = {"knowedit": knowedit, "counterfact": counterfact}
+SUITES = {"knowedit": knowedit, "counterfact": counterfact, "soft": soft}
 
 T = TypeVar("T")
 
@@ -107,6 +107,8 @@ def conventions(
         )
     if "counterfact" in suites:
         out.update(counterfact.CONVENTIONS)
+    if "soft" in suites:
+        out.update(soft.CONVENTIONS)
     return out
 
 
@@ -139,7 +141,7 @@ def evaluate(
         requests: `EditRequest`s; each gets the metrics whose inputs it has.
         pre: a report from the unedited model (its locality predictions are reused);
             None: this model is the reference and locality is absent.
-        suites: any of "knowedit", "counterfact".
+        suites: any of "knowedit", "counterfact", "soft".
         fluency: also sample continuations and measure n-gram entropy (slow; any suite).
         batch_size, max_tokens: rows and padded tokens per forward pass.
         chunk_size, backend: passed to the `token_logprobs` op.

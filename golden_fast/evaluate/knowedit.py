@@ -71,14 +71,15 @@ def register_locality(req: EditRequest, table: SpanTable) -> None:
 
 
 def predictions(req: EditRequest, table: SpanTable) -> dict[str, dict[str, list[int]]]:
-    """This model's argmax over every locality span of `req`: what a later call compares
-    against when this report is passed as `pre`."""
+    """This model's argmax (and the answer tokens' log-probabilities, for suite soft) over every
+    locality span of `req`: what a later call compares against when this report is passed as `pre`."""
     out = {}
     for probe in req.locality:
         score = table[(probe.prompt, probe.answer)]
         out[prediction_key(probe.prompt, probe.answer)] = {
             "target_ids": list(score.target_ids),
             "argmax": list(score.argmax),
+            "logprobs": list(score.logprobs),
         }
     return out
 

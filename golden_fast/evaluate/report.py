@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from golden_fast.evaluate import counterfact, knowedit
+from golden_fast.evaluate import counterfact, knowedit, soft
 
 __all__ = ["HEADLINE_METRICS", "METRIC_ORDER", "EvalReport", "MetricRow", "MetricSummary", "suite_of"]
 
@@ -24,6 +24,7 @@ __all__ = ["HEADLINE_METRICS", "METRIC_ORDER", "EvalReport", "MetricRow", "Metri
 _SUITE_METRICS = {
     "knowedit": knowedit.METRICS,
     "counterfact": counterfact.METRICS,
+    "soft": soft.METRICS,
     # KnowEdit's fluency and ROME's generation entropy: one measure, asked for apart from the suites
     "generation": ("fluency",),
 }

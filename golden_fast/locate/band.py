@@ -62,11 +62,12 @@ def paired_intervals(
 
 
 def metric_matrix(
-    M: np.ndarray, metrics: Sequence[str] | None = None, metric: str = "overall"
+    M: np.ndarray, metrics: Sequence[str] | None = None, metric: str | Sequence[str] = "overall"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(values (n', L), rows kept) of one metric from M: a 2-D M is taken as it is; a 3-D brute-force
     tensor M[fact, layer, metric] gives `metric` ("overall": the mean of the metrics present for
-    the fact, golden.py's), facts for which the metric is absent left out."""
+    the fact, golden.py's; a tuple of names: the mean of those of them present for the fact), facts
+    for which the metric is absent left out."""
     from golden_fast.locate.golden import OVERALL, _check, overall
 
     M = np.asarray(M, dtype=np.float64)
@@ -77,7 +78,17 @@ def metric_matrix(
             raise ValueError("metric_matrix: a 3-D M needs its metric names")
         metrics = list(metrics)
         _check(M, list(range(M.shape[1])), metrics, None)
-        if metric == OVERALL:
+        if not isinstance(metric, str):
+            names = list(metric)
+            unknown = [m for m in names if m not in metrics]
+            if not names or unknown:
+                raise ValueError(f"unknown metric(s) {unknown or names}; M has {metrics}")
+            sub = M[:, :, [metrics.index(m) for m in names]]
+            present = ~np.isnan(sub[:, 0, :])  # (n, k): presence does not depend on the layer (checked)
+            with np.errstate(invalid="ignore"):
+                values = np.nansum(sub, axis=2) / present.sum(1)[:, None]
+            values[~present.any(1)] = np.nan
+        elif metric == OVERALL:
             values = overall(M, metrics)
         elif metric in metrics:
             values = M[:, :, metrics.index(metric)]

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from golden_fast.locate.band import paired_intervals
+from golden_fast.locate.band import metric_matrix, paired_intervals
 
 __all__ = [
     "EditScorer",
@@ -44,6 +44,7 @@ __all__ = [
     "hybrid",
     "hybrid_scores",
     "lga_shortlist",
+    "metric_label",
     "rounds_table",
     "successive_halving",
 ]
@@ -362,7 +363,8 @@ class EditScorer:
     and reverting (`brute_force`: same editor, evaluation and results file, so `out` makes it
     resumable and shares pairs with a brute-force run of the same settings).
 
-    metric: "overall" (the mean of the metrics present for the fact) or one metric's name.
+    metric: "overall" (the mean of the metrics present for the fact), one metric's name, or a tuple
+    of names (the mean of those present for the fact).
     `score_many(pairs)` edits a batch: the pairs are grouped by their set of layers and each group
     is one brute-force call. `pair_seconds`: the compute the scored pairs took (from the results
     file when resumed, as brute force reports it).
@@ -418,8 +420,12 @@ class EditScorer:
             self.pair_seconds += float(res.seconds.sum())
             if self.metric == OVERALL:
                 vals = overall(res.M, res.metrics, res.refs)
-            elif self.metric in res.metrics:
+            elif isinstance(self.metric, str) and self.metric in res.metrics:
                 vals = res.M[:, :, res.metrics.index(self.metric)]
+            elif not isinstance(self.metric, str) and set(self.metric) <= set(res.metrics):
+                vals = np.full(res.M.shape[:2], np.nan)
+                got_rows, have = metric_matrix(res.M, res.metrics, tuple(self.metric))
+                vals[have] = got_rows
             else:
                 raise ValueError(f"EditScorer: metric {self.metric!r} not measured; have {res.metrics} and 'overall'")
             for a, i in enumerate(facts):
@@ -447,7 +453,8 @@ class HybridConfig:
             tenth of brute force on 20 proxy facts); a schedule that does not fit even with n0 = 1
             is cut short there (`successive_halving`'s budget).
         eta: each round keeps ceil(1/eta) of the layers and multiplies the facts by eta (default 2).
-        metric: the trial edits' score: "overall" (default) or a metric's name.
+        metric: the trial edits' score: "overall" (default: the mean of the metrics the suites report),
+            a metric's name, or a tuple of names (the mean of those present for the fact).
         confidence: of the early stop's paired bootstrap intervals (default 0.95).
         n_boot, seed: that bootstrap's resamples and seed.
         early_stop: stop as soon as the leader is ahead of every other layer (default on).
@@ -460,7 +467,7 @@ class HybridConfig:
     n0: int | None = None
     budget_per_layer: float = 2.0
     eta: int = 2
-    metric: str = "overall"
+    metric: str | tuple[str, ...] = "overall"
     confidence: float = 0.95
     n_boot: int = 2000
     seed: int = 0
@@ -480,6 +487,11 @@ class HybridConfig:
             raise ValueError(f"HybridConfig.eta must be an int >= 2, got {self.eta!r}")
         if not self.budget_per_layer > 0:
             raise ValueError(f"HybridConfig.budget_per_layer must be > 0, got {self.budget_per_layer!r}")
+        if not isinstance(self.metric, str):
+            if isinstance(self.metric, list):
+                object.__setattr__(self, "metric", tuple(self.metric))  # from JSON
+            if not (isinstance(self.metric, tuple) and self.metric and all(isinstance(m, str) for m in self.metric)):
+                raise ValueError(f"HybridConfig.metric must be a metric name or a tuple of names, got {self.metric!r}")
         if not 0 < self.confidence < 1:
             raise ValueError(f"HybridConfig.confidence must lie in (0, 1), got {self.confidence!r}")
         if self.min_stop_facts < 0:
@@ -609,14 +621,15 @@ def hybrid_scores(
     lga_score = {} if ls is None else dict(zip(ls.layers, ls.scores))
     # a single candidate is chosen with no trial edit: its curve is LGA's one point
     means = [lga_score[short[0]]] if len(short) == 1 else [hv.mean_of(layer) for layer in shown]
-    variants = {config.metric: [float(x) for x in means]}
+    label = metric_label(config.metric)
+    variants = {label: [float(x) for x in means]}
     if ls is not None:
         variants[f"lga-{ls.variant}"] = [lga_score[x] for x in shown]
     return LayerScores(
         method="hybrid",
         layers=shown,
         scores=[float(x) for x in means],
-        variant=config.metric,
+        variant=label,
         variants=variants,
         chosen=hv.chosen,
         top_k=hv.ranking[: config.top_k],
@@ -656,6 +669,11 @@ def hybrid_scores(
             "requests": None if ls is None else ls.extra.get("requests"),
         },
     )
+
+
+def metric_label(metric: str | Sequence[str]) -> str:
+    """A trial-edit score's name: the metric, or the names of a tuple joined by "+"."""
+    return metric if isinstance(metric, str) else "+".join(metric)
 
 
 def _label(x: Any) -> Any:

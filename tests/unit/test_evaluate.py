@@ -101,6 +101,23 @@ def ref_metrics(model, tok, req: EditRequest, pre_model=None, suites=("knowedit"
                 vals.append(max(map(_acc, ss)))
                 amb |= _tied(*ss)
             out["portability"] = (sum(vals) / len(vals), amb)
+    if "soft" in suites:
+        mp = lambda s: sum(math.exp(x) for x in s["logprobs"]) / len(s["logprobs"])  # noqa: E731
+        if new is not None:
+            out["rewrite_prob"] = (mp(S(req.text, new)), False)
+            if req.rephrase_prompts:
+                out["rephrase_prob"] = (sum(mp(S(p, new)) for p in req.rephrase_prompts) / len(req.rephrase_prompts), False)
+        if req.locality and pre_model is not None:
+            vals = []
+            for probe in req.locality:
+                post = S(probe.prompt, probe.answers[0])
+                before = ref_score(pre_model, tok, probe.prompt, probe.answers[0])
+                shift = [abs(math.exp(a) - math.exp(b)) for a, b in zip(post["logprobs"], before["logprobs"])]
+                vals.append(1 - sum(shift) / len(shift))
+            out["locality_prob"] = (sum(vals) / len(vals), False)
+        if req.portability:
+            vals = [max(mp(S(probe.prompt, a)) for a in probe.answers) for probe in req.portability]
+            out["portability_prob"] = (sum(vals) / len(vals), False)
     if "counterfact" in suites and new is not None:
 
         def versus(prompts, good, bad):
@@ -137,7 +154,7 @@ def assert_report_matches(report: EvalReport, refs: list[dict], label: str) -> i
             f"{label} request {pos}: metrics {sorted(mine)} != reference {sorted(ref)}"
         )
         for m, (value, ambiguous) in ref.items():
-            if m.endswith("_magnitude"):
+            if m.endswith(("_magnitude", "_prob")):
                 assert mine[m] == pytest.approx(value, abs=1e-5), f"{label} request {pos} {m}"
             elif mine[m] != pytest.approx(value, abs=1e-12):
                 assert ambiguous, f"{label} request {pos} {m}: {mine[m]} != reference {value} (no near-tie)"
@@ -320,6 +337,38 @@ def test_evaluate_matches_reference_pre_and_post(tiny):
     assert ties <= 2
     # locality compared against the *stored* pre-edit predictions: the edit moved some of them
     assert post.value(0, "locality") is not None and post.pre is pre
+
+
+def test_soft_suite_matches_reference_pre_and_post(tiny):
+    name, model, tok = tiny
+    reqs = make_requests(model, tok)
+    suites = ("knowedit", "soft")
+    pre = evaluate(model, tok, reqs, suites=suites, batch_size=4)
+    assert "locality_prob" not in pre.metrics
+    assert_report_matches(pre, [ref_metrics(model, tok, r, suites=suites) for r in reqs], f"{name} soft pre")
+    edited = edited_copy(model)
+    # through JSON: the stored log-probabilities alone carry locality_prob
+    post = evaluate(edited, tok, reqs, pre=EvalReport.from_json(pre.to_json()), suites=suites, batch_size=64)
+    refs = [ref_metrics(edited, tok, r, pre_model=model, suites=suites) for r in reqs]
+    assert_report_matches(post, refs, f"{name} soft post")
+    moved = post.value(0, "locality_prob")
+    assert moved is not None and moved < 1.0  # the noise moved the probe's answer probabilities
+    # the unedited model judged against itself keeps every probability: 1 (up to the float noise of
+    # other batch paddings)
+    same = evaluate(model, tok, reqs, pre=pre, suites=("soft",))
+    assert same.value(0, "locality_prob") == pytest.approx(1.0, abs=1e-6)
+    assert same.value(5, "locality_prob") == pytest.approx(1.0, abs=1e-6)
+    assert "rewrite_acc" not in same.metrics  # suite soft alone reports its own metrics
+
+
+def test_soft_locality_needs_the_pre_edit_log_probabilities(tiny):
+    _, model, tok = tiny
+    reqs = make_requests(model, tok)[:1]
+    pre = evaluate(model, tok, reqs)
+    for v in pre.predictions.values():
+        del v["logprobs"]  # a pre-edit report that records argmaxes only
+    with pytest.raises(ValueError, match="no log-probabilities for locality prompt"):
+        evaluate(model, tok, reqs, pre=pre, suites=("soft",))
 
 
 def test_absent_metrics_are_absent_not_zero(tiny):

@@ -95,6 +95,28 @@ def test_tensor_overall_and_metric():
         metric_matrix(M)
 
 
+def test_tensor_mean_of_named_metrics():
+    rng = np.random.default_rng(6)
+    M = rng.uniform(size=(8, 3, 4))
+    M[2, :, 1] = np.nan  # the second named metric absent for fact 2: the mean of the one present
+    M[5, :, [0, 1]] = np.nan  # both absent for fact 5: the fact is left out
+    metrics = ["rewrite_prob", "rephrase_prob", "locality", "rewrite_acc"]
+    values, have = metric_matrix(M, metrics, ("rewrite_prob", "rephrase_prob"))
+    plain = []
+    for i in range(8):
+        row = []
+        for j in range(3):
+            got = [M[i, j, k] for k in (0, 1) if not np.isnan(M[i, j, k])]
+            row.append(sum(got) / len(got) if got else None)
+        plain.append(row)
+    assert have.tolist() == [row[0] is not None for row in plain]
+    np.testing.assert_allclose(values, [row for row in plain if row[0] is not None])
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric_matrix(M, metrics, ("rewrite_prob", "fluency"))
+    with pytest.raises(ValueError, match="unknown metric"):
+        metric_matrix(M, metrics, ())
+
+
 def test_errors():
     M = np.ones((4, 3))
     M[1, 2] = np.nan

@@ -378,6 +378,31 @@ def test_locate_hybrid_every_layer_without_lga(home):
         locate(model, tok, reqs, "hybrid", [1], editor={"method": "r-rome", "hparams": HP}, shortlist="all")
 
 
+def test_hybrid_scores_trial_edits_with_named_metrics(home):
+    """A trial score made of several metrics (probabilities from suite soft, locality's accuracy): each
+    pair's value is their mean, read from the same brute-force rows."""
+    from golden_fast.data import builtin_facts
+    from golden_fast.locate import locate
+    from golden_fast.locate.brute_force import brute_force
+    from golden_fast.models import load_model
+
+    model, tok = load_model("tiny-llama")
+    reqs = builtin_facts()[:4]
+    editor = {"method": "r-rome", "hparams": HP}
+    score = ("rewrite_prob", "rephrase_prob", "locality")
+    s = locate(model, tok, reqs, "hybrid", [0, 1], editor=editor, shortlist="all", metric=score,
+               suites=("knowedit", "soft"), out=home / "mixed", progress=False)
+    assert list(s.variants) == ["rewrite_prob+rephrase_prob+locality"] and s.variant == list(s.variants)[0]
+    res = brute_force(model, tok, reqs, [0, 1], editor, out=home / "mixed", suites=("knowedit", "soft"),
+                      progress=False)  # every pair is in the results file: read back, not edited again
+    for i, layer, value in s.extra["pairs"]:
+        row = res.M[i, res.layers.index(layer)]
+        want = [row[res.metrics.index(m)] for m in score if not np.isnan(row[res.metrics.index(m)])]
+        assert value == pytest.approx(sum(want) / len(want), abs=1e-12)
+    with pytest.raises(ValueError, match="metric name or a tuple"):
+        locate(model, tok, reqs, "hybrid", [0, 1], editor=editor, shortlist="all", metric=("rewrite_prob", 3))
+
+
 def test_cli_hybrid_every_layer(home, capsys):
     from golden_fast.cli import main
 
