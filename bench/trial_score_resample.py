@@ -153,7 +153,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         f"{result['model']}: band {result['band']['band']} (golden {result['band']['golden']}) of the study's "
         f"{result['band']['pool']}-fact pool; proxy sets from the {result['facts']} facts of the soft grid",
         "",
-        "| locator | trial score | " + " | ".join(f"{s} facts" for s in result["settings"]["sizes"]) + " | edits / brute |",
+        "| locator | trial score | " + " | ".join(f"{s} facts" for s in result["settings"]["sizes"])
+        + " | edits / brute |",
         "|---|---|" + "---:|" * len(result["settings"]["sizes"]) + "---:|",
     ]
     by: dict[tuple[str, str], dict[int, Mapping[str, Any]]] = {}
@@ -164,7 +165,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         ratio = max(per[s]["edit_ratio"] for s in per)
         lines.append(f"| {loc} | {score} | " + " | ".join(cells) + f" | {ratio:.3f} |")
     a = result["agreement"]
-    lines += ["", f"knowedit values of the soft grid equal to the study's: {a['values'] - a['differ']} of {a['values']}"]
+    same = a["values"] - a["differ"]
+    lines += ["", f"knowedit values of the soft grid equal to the study's: {same} of {a['values']}"]
     return "\n".join(lines)
 
 

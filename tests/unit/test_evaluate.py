@@ -106,7 +106,8 @@ def ref_metrics(model, tok, req: EditRequest, pre_model=None, suites=("knowedit"
         if new is not None:
             out["rewrite_prob"] = (mp(S(req.text, new)), False)
             if req.rephrase_prompts:
-                out["rephrase_prob"] = (sum(mp(S(p, new)) for p in req.rephrase_prompts) / len(req.rephrase_prompts), False)
+                ps = [mp(S(p, new)) for p in req.rephrase_prompts]
+                out["rephrase_prob"] = (sum(ps) / len(ps), False)
         if req.locality and pre_model is not None:
             vals = []
             for probe in req.locality:
