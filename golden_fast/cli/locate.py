@@ -166,6 +166,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--min-stop-facts", type=int, default=8, metavar="N", help="no early stop before this many requests (default 8)"
     )
+    g.add_argument(
+        "--trial-score", default="accuracies", choices=("accuracies", "probabilities", "mixed"),
+        help="what a trial edit is scored by: knowedit's accuracies (default), their probabilities (suite soft), "
+             "or mixed (the new answer's probabilities, knowedit's locality)",
+    )
     g.add_argument("--no-early-stop", action="store_true", help="halve until one layer is left")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the early stop's bootstrap (default 0)")
     p.set_defaults(func=_run)
@@ -233,6 +238,9 @@ def _run(args: argparse.Namespace) -> int:
             hparams = {"mom2_adjustment": False}
         editor = {"method": args.editor, "hparams": hparams}
         if args.method == "hybrid":
+            from golden_fast.locate.hybrid import TRIAL_SCORES
+
+            suites, metric = TRIAL_SCORES[args.trial_score]
             scores = locate(
                 model,
                 tok,
@@ -251,6 +259,8 @@ def _run(args: argparse.Namespace) -> int:
                 min_stop_facts=args.min_stop_facts,
                 early_stop=not args.no_early_stop,
                 seed=args.seed,
+                suites=suites,
+                metric=metric,
                 theta=args.theta,
                 variant=args.variant,
                 loss_span=args.loss_span,

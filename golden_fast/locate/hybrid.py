@@ -34,6 +34,7 @@ import numpy as np
 from golden_fast.locate.band import metric_matrix, paired_intervals
 
 __all__ = [
+    "TRIAL_SCORES",
     "EditScorer",
     "Halving",
     "HybridConfig",
@@ -50,6 +51,15 @@ __all__ = [
 ]
 
 Scorer = Callable[[int, int], float]
+
+#: trial-edit scores by name: (evaluation suites, metric). "accuracies" is knowedit's overall (what the
+#: golden band is judged on); "probabilities" suite soft's overall; "mixed" the probabilities of the new
+#: answer with knowedit's locality (argmax agreement), see FORMULAS.md "Suite soft"
+TRIAL_SCORES: dict[str, tuple[tuple[str, ...], str | tuple[str, ...]]] = {
+    "accuracies": (("knowedit",), "overall"),
+    "probabilities": (("soft",), "overall"),
+    "mixed": (("knowedit", "soft"), ("rewrite_prob", "rephrase_prob", "locality")),
+}
 
 
 # ---- the halving -------------------------------------------------------------------------------

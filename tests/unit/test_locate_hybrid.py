@@ -416,6 +416,11 @@ def test_cli_hybrid_every_layer(home, capsys):
     assert "every candidate layer, no LGA" in out and "budget" in out and last["edits"] >= 2
     with pytest.raises(SystemExit):
         main(args[:10] + ["some"] + args[11:])
+    # trial edits scored by probabilities: suite soft evaluates them (recorded with the pairs)
+    assert main(args + ["--trial-score", "probabilities", "--out", str(home / "soft")]) == 0
+    assert json.loads((home / "soft" / "meta.json").read_text())["suites"] == ["soft"]
+    row = json.loads((home / "soft" / "pairs.jsonl").read_text().splitlines()[0])
+    assert set(row["metrics"]) <= {"rewrite_prob", "rephrase_prob", "locality_prob", "portability_prob"}
 
 
 def test_cli_hybrid_budget_per_layer(home, capsys):
