@@ -1,4 +1,4 @@
-"""`golden-fast evaluate`: score a model on edit requests (the knowedit and counterfact suites,
+"""`golden-fast evaluate`: score a model on edit requests (the knowedit, counterfact and soft suites,
 golden_fast/FORMULAS.md, section "Evaluation metrics") and print the report.
 
     golden-fast evaluate --model smollm2-135m --data counterfact-edit.json \\
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=["knowedit"],
         metavar="SUITE",
-        help="knowedit and/or counterfact (also comma-separated); default: knowedit",
+        help="knowedit, counterfact and/or soft (also comma-separated); default: knowedit",
     )
     p.add_argument(
         "--fluency", action="store_true", help="also sample text and measure n-gram entropy (slow)"

@@ -1,4 +1,4 @@
-"""`evaluate(model, tok, requests, ...) -> EvalReport`: both suites, batched.
+"""`evaluate(model, tok, requests, ...) -> EvalReport`: every suite, batched.
 
 Flow: every suite registers the (prompt, answer) pairs it needs in one `SpanTable`
 (shared pairs are scored once), the table is scored in batched forward passes, then
