@@ -1,0 +1,68 @@
+"""bench/soft_grid.py and bench/trial_score_resample.py: shard parsing, the check that the re-run grid repeats
+the study's knowedit values, and the table (synthetic rows, no model)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import soft_grid  # noqa: E402
+import trial_score_resample as tsr  # noqa: E402
+
+from golden_fast.locate.resample import Pool  # noqa: E402
+
+
+def test_parse_shard():
+    assert soft_grid.parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "x", "1/0", "-1/2"):
+        with pytest.raises(SystemExit, match="--shard"):
+            soft_grid.parse_shard(bad)
+
+
+def _row(key, layer, **metrics):
+    return {"key": key, "layer": layer, "metrics": metrics, "seconds": 1.0}
+
+
+def test_agreement_counts_the_values_that_differ(tmp_path):
+    study = {("a", 0): _row("a", 0, rewrite_acc=1.0, rephrase_acc=0.5, locality=None),
+             ("a", 1): _row("a", 1, rewrite_acc=0.0, rephrase_acc=1.0, locality=1.0)}
+    soft = {("a", 0): _row("a", 0, rewrite_acc=1.0, rephrase_acc=0.5, locality=0.0, rewrite_prob=0.9),
+            ("a", 1): _row("a", 1, rewrite_acc=0.0, rephrase_acc=0.5, locality=1.0, rewrite_prob=0.1),
+            ("b", 0): _row("b", 0, rewrite_acc=0.0)}  # not among the keys compared
+    got = tsr.agreement(study, soft, ["a"])
+    # 5 values the study has (its absent locality at layer 0 is not compared), one differs
+    assert got["values"] == 5 and got["differ"] == 1 and got["examples"] == [["a", 1, "rephrase_acc", 1.0, 0.5]]
+
+
+def test_read_rows_leaves_a_torn_last_line_out(tmp_path):
+    f = tmp_path / "pairs.jsonl"
+    f.write_text(json.dumps(_row("a", 0, rewrite_acc=1.0)) + "\n" + '{"key": "a", "lay')
+    assert list(tsr.read_rows([f])) == [("a", 0)]
+
+
+def test_pool_of_named_metrics_and_the_table(tmp_path):
+    f = tmp_path / "pairs.jsonl"
+    rows = [_row(k, layer, rewrite_acc=float(layer == 1), rephrase_acc=0.0, locality=1.0,
+                 rewrite_prob=0.2 + 0.1 * layer, rephrase_prob=0.4, locality_prob=1.0)
+            for k in ("a", "b", "c") for layer in (0, 1, 2)]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pools = {name: Pool.from_pairs(f, metric=ms) for name, ms in tsr.SCORES.items()}
+    np.testing.assert_allclose(pools["accuracies"].values[0], [1 / 3, 2 / 3, 1 / 3])
+    np.testing.assert_allclose(pools["probabilities"].values[0], [(0.2 + 0.4 + 1) / 3, (0.3 + 0.4 + 1) / 3,
+                                                                 (0.4 + 0.4 + 1) / 3])
+    np.testing.assert_allclose(pools["mixed"].values[0], pools["probabilities"].values[0])
+    result = {
+        "model": "m", "band": {"golden": 1, "band": [1], "pool": 3}, "facts": 3,
+        "agreement": {"values": 27, "differ": 0},
+        "settings": {"sizes": [2]},
+        "rows": [{"locator": "hybrid", "score": "mixed", "size": 2, "hit_rate": 0.75, "edit_ratio": 0.1}],
+    }
+    table = tsr.markdown(result)
+    assert "| hybrid | mixed | 75% | 0.100 |" in table and "27 of 27" in table
