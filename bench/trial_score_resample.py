@@ -89,6 +89,37 @@ def agreement(study: Mapping[tuple[str, int], Mapping[str, Any]], soft: Mapping[
     return {"values": n, "differ": differ, "examples": worst[:10]}
 
 
+def separation(pool: Pool, golden: int, band: Sequence[int]) -> dict[str, Any]:
+    """How far each layer outside the band lies below the golden layer under this score, in units of the
+    per-fact spread: d(l) = mean_i [s(i, G) - s(i, l)] / sd_i [s(i, G) - s(i, l)] (a paired effect size;
+    the facts a trial edit needs to tell G from l grow as 1 / d(l)^2)."""
+    g = pool.layers.index(golden)
+    out = {}
+    for j, layer in enumerate(pool.layers):
+        if layer in band:
+            continue
+        d = pool.values[:, g] - pool.values[:, j]
+        sd = float(d.std(ddof=1))
+        out[int(layer)] = float(d.mean()) / sd if sd > 0 else None
+    vals = [v for v in out.values() if v is not None]
+    return {"effect_size": out, "median": float(np.median(vals)) if vals else None,
+            "smallest": float(np.min(vals)) if vals else None}
+
+
+def interaction_noise(truth: Pool, rerun: Pool) -> dict[str, float]:
+    """The fact x layer interaction of the accuracies (each matrix less its fact and layer means), and the
+    part of it a re-run of the same edits does not repeat: var(study - rerun) / 2 is the re-run noise, the
+    rest is stable (which facts favour which layers), and no trial score of the same edits can remove it."""
+    sub = truth.subset(rerun.keys).values
+
+    def inter(x: np.ndarray) -> np.ndarray:
+        return x - x.mean(0, keepdims=True) - x.mean(1, keepdims=True) + x.mean()
+
+    total = float(inter(sub).var())
+    noise = float((inter(sub) - inter(rerun.values)).var() / 2)
+    return {"interaction_var": total, "rerun_noise_var": noise, "stable_share": 1 - noise / total if total else None}
+
+
 def locators(lga: np.ndarray) -> dict[str, Any]:
     return {
         "hybrid, all+eta=4": hybrid_lookup(c="all", eta=4),
@@ -119,6 +150,8 @@ def run(model: str, draws: int, seed: int) -> dict[str, Any]:
     for name, p in pools.items():
         rep = resample_locators(p, locators(lga), band, sizes=sizes, draws=draws, seed=seed)
         rows += [r | {"score": name, "metrics": list(SCORES[name])} for r in rep.rows]
+    sep = {name: separation(p, band.golden, band.band) for name, p in pools.items()}
+    noise = interaction_noise(truth, pools["accuracies"])
     ref_edits = STUDY_PROXY_FACTS * len(truth.layers)
     for r in rows:
         r["edit_ratio"] = r["mean_edits"] / ref_edits
@@ -129,6 +162,8 @@ def run(model: str, draws: int, seed: int) -> dict[str, Any]:
         "band": {"golden": band.golden, "band": band.band, "pool": truth.n},
         "facts": len(keys),
         "agreement": agree,
+        "separation": sep,
+        "interaction_noise": noise,
         "rows": rows,
         "settings": {
             "scores": {k: list(v) for k, v in SCORES.items()},
@@ -167,6 +202,13 @@ def markdown(result: Mapping[str, Any]) -> str:
     a = result["agreement"]
     same = a["values"] - a["differ"]
     lines += ["", f"knowedit values of the soft grid equal to the study's: {same} of {a['values']}"]
+    if "separation" in result:
+        lines += ["", "| trial score | median effect size, layers outside the band | smallest |", "|---|---:|---:|"]
+        for name, sp in result["separation"].items():
+            lines.append(f"| {name} | {sp['median']:.2f} | {sp['smallest']:.2f} |")
+        nz = result["interaction_noise"]
+        lines += ["", f"fact x layer interaction of the accuracies: variance {nz['interaction_var']:.4f}, of which "
+                  f"{nz['rerun_noise_var']:.4f} re-run noise ({nz['stable_share']:.0%} stable)"]
     return "\n".join(lines)
 
 

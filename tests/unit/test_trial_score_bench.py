@@ -66,3 +66,24 @@ def test_pool_of_named_metrics_and_the_table(tmp_path):
     }
     table = tsr.markdown(result)
     assert "| hybrid | mixed | 75% | 0.100 |" in table and "27 of 27" in table
+
+
+def test_separation_is_the_paired_effect_size_outside_the_band():
+    v = np.array([[0.9, 0.8, 0.5], [0.7, 0.7, 0.6], [0.8, 0.5, 0.7], [1.0, 0.9, 0.6]])
+    pool = Pool(v, [0, 1, 2], ["a", "b", "c", "d"])
+    sep = tsr.separation(pool, golden=0, band=[0, 1])
+    d = v[:, 0] - v[:, 2]
+    assert list(sep["effect_size"]) == [2]
+    assert sep["effect_size"][2] == pytest.approx(d.mean() / d.std(ddof=1))
+    assert sep["median"] == sep["smallest"] == sep["effect_size"][2]
+
+
+def test_interaction_noise_splits_the_rerun_part():
+    rng = np.random.default_rng(0)
+    stable = rng.normal(size=(30, 6))
+    truth = Pool(stable, list(range(6)), [f"k{i}" for i in range(30)])
+    same = tsr.interaction_noise(truth, truth.subset(truth.keys))
+    assert same["rerun_noise_var"] == pytest.approx(0.0) and same["stable_share"] == pytest.approx(1.0)
+    noisy = Pool(stable + rng.normal(scale=0.5, size=stable.shape), list(range(6)), truth.keys)
+    got = tsr.interaction_noise(truth, noisy)
+    assert 0 < got["rerun_noise_var"] < got["interaction_var"] and 0 < got["stable_share"] < 1
