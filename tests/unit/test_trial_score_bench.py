@@ -87,3 +87,11 @@ def test_interaction_noise_splits_the_rerun_part():
     noisy = Pool(stable + rng.normal(scale=0.5, size=stable.shape), list(range(6)), truth.keys)
     got = tsr.interaction_noise(truth, noisy)
     assert 0 < got["rerun_noise_var"] < got["interaction_var"] and 0 < got["stable_share"] < 1
+
+
+def test_tied_share_counts_equal_scores_of_layer_pairs():
+    import tie_order
+
+    v = np.array([[1.0, 1.0, 0.5], [0.0, 1.0, 1.0]])
+    # pairs (0,1), (0,2), (1,2): fact 0 ties on (0,1); fact 1 ties on (1,2): 2 of 6
+    assert tie_order.tied_share(v) == pytest.approx(2 / 6)
