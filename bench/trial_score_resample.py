@@ -10,6 +10,8 @@ checked against the study's rows first. Each score below is the per-fact mean of
   probabilities rewrite_prob, rephrase_prob, locality_prob     (suite soft alone)
   mixed         rewrite_prob, rephrase_prob, locality          (probabilities where the answer is the
                                                                 new one; locality's argmax agreement)
+  accuracies, ties by probabilities: accuracies + 1e-3 x probabilities (the accuracies' order, their
+                ties broken by the probabilities instead of the layer order)
 
 Proxy sets of 5, 10 and 20 facts are drawn from the soft grid's facts (200 draws, the same sets for
 every score); each locator chooses from its trial scores and a hit is a choice inside the pool's band.
@@ -53,6 +55,10 @@ SCORES: dict[str, tuple[str, ...]] = {
     "probabilities": ("rewrite_prob", "rephrase_prob", "locality_prob"),
     "mixed": ("rewrite_prob", "rephrase_prob", "locality"),
 }
+#: accuracies with ties broken by the probabilities: acc + 1e-3 prob (accuracies differ by at least a few
+#: hundredths when they differ, so the probabilities only order layers whose accuracies are equal)
+TIE_BREAK = 1e-3
+DERIVED = {"accuracies, ties by probabilities": ("accuracies", "probabilities")}
 KNOWEDIT = ("rewrite_acc", "rephrase_acc", "locality")
 SIZES = (5, 10, 20)
 
@@ -140,6 +146,9 @@ def run(model: str, draws: int, seed: int) -> dict[str, Any]:
     for name, p in pools.items():
         if p.keys != keys:
             raise SystemExit(f"score {name}: facts {len(p.keys)} differ from the accuracies' {len(keys)}")
+    for name, (first, second) in DERIVED.items():
+        a, b = pools[first], pools[second]
+        pools[name] = Pool(a.values + TIE_BREAK * b.values, a.layers, a.keys, name)
     outside = [k for k in keys if k not in truth.keys]
     if outside:
         raise SystemExit(f"soft grid facts not in the study's pool: {outside[:3]}")
@@ -149,8 +158,8 @@ def run(model: str, draws: int, seed: int) -> dict[str, Any]:
     rows = []
     for name, p in pools.items():
         rep = resample_locators(p, locators(lga), band, sizes=sizes, draws=draws, seed=seed)
-        rows += [r | {"score": name, "metrics": list(SCORES[name])} for r in rep.rows]
-    sep = {name: separation(p, band.golden, band.band) for name, p in pools.items()}
+        rows += [r | {"score": name, "metrics": list(SCORES.get(name, DERIVED.get(name)))} for r in rep.rows]
+    sep = {name: separation(p, band.golden, band.band) for name, p in pools.items() if name in SCORES}
     noise = interaction_noise(truth, pools["accuracies"])
     ref_edits = STUDY_PROXY_FACTS * len(truth.layers)
     for r in rows:
@@ -167,6 +176,7 @@ def run(model: str, draws: int, seed: int) -> dict[str, Any]:
         "rows": rows,
         "settings": {
             "scores": {k: list(v) for k, v in SCORES.items()},
+            "derived": {k: f"{a} + {TIE_BREAK} x {b}" for k, (a, b) in DERIVED.items()},
             "sizes": sizes,
             "draws": draws,
             "seed": seed,
