@@ -6,7 +6,7 @@ Same facts (the pool: the study's proxy and test grids, in that order), same edi
 layers; each edit evaluated with both suites, so its knowedit metrics repeat the study's rows (checked
 by `locator_resample.py`) and its soft metrics are new. K processes (one per core) take facts I, I+K, ...
 each, into their own folder bench/results/locate/<model>/soft-grid/shard-I-of-K/ (a brute-force results
-folder: pair by pair, resumable).
+folder: pair by pair, resumable); `--reverse` lets a freed core take a shard's facts from its end.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/soft_grid.py --model gemma3-270m --shard 0/2
     OMP_NUM_THREADS=1 .venv/bin/python bench/soft_grid.py --model gemma3-270m --shard 1/2
@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--model", required=True, choices=sorted(STUDIES))
     ap.add_argument("--shard", default="0/1", help="I/K: facts I, I+K, ... of the pool")
     ap.add_argument("--facts", type=int, default=None, help="only the first so many pool facts")
+    ap.add_argument("--reverse", action="store_true",
+                    help="the shard's facts last first, into the same folder: a second process finishing a shard "
+                         "from its end (pairs already in the folder are skipped when it starts)")
     args = ap.parse_args(argv)
     index, count = parse_shard(args.shard)
 
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     study = STUDIES[args.model]
     cfg = ExperimentConfig.from_dict(read_json(study / "config.json"))
     reqs = pool_requests(study)[: args.facts]
-    mine = reqs[index::count]
+    mine = reqs[index::count][:: -1 if args.reverse else 1]
     model, tok = load_model(json.loads((study / "config.json").read_text())["model"])
     editor = {"method": cfg.brute_editor, "hparams": cfg.hparam_overrides() or None}
     out = shard_dir(args.model, index, count)
