@@ -1,10 +1,10 @@
 """The study's brute-force grid again, scored with suite "soft" beside suite "knowedit", so that the
 hybrid locator's trial edits can be scored with probabilities instead of token accuracies and the
-two be compared by look-up (`bench/locator_resample.py --soft`).
+two be compared by look-up (`bench/trial_score_resample.py`).
 
 Same facts (the pool: the study's proxy and test grids, in that order), same editor and settings, same
 layers; each edit evaluated with both suites, so its knowedit metrics repeat the study's rows (checked
-by `locator_resample.py`) and its soft metrics are new. K processes (one per core) take facts I, I+K, ...
+by `trial_score_resample.py`) and its soft metrics are new. K processes (one per core) take facts I, I+K, ...
 each, into their own folder bench/results/locate/<model>/soft-grid/shard-I-of-K/ (a brute-force results
 folder: pair by pair, resumable); `--reverse` lets a freed core take a shard's facts from its end.
 

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _common import STUDIES  # noqa: E402
-from locator_resample import STUDY_PROXY_FACTS, _commit, pairs_files  # noqa: E402
+from locator_resample import STUDY_PROXY_FACTS, _commit, pairs_files, seconds_per_edit  # noqa: E402
 
 from golden_fast.fileio import write_json  # noqa: E402
 from golden_fast.locate.resample import (  # noqa: E402
@@ -46,6 +46,7 @@ from golden_fast.locate.resample import (  # noqa: E402
     hybrid_lookup,
     lga_matrix,
     proxy_brute,
+    read_pairs,
     resample_locators,
 )
 
@@ -59,7 +60,6 @@ SCORES: dict[str, tuple[str, ...]] = {
 #: hundredths when they differ, so the probabilities only order layers whose accuracies are equal)
 TIE_BREAK = 1e-3
 DERIVED = {"accuracies, ties by probabilities": ("accuracies", "probabilities")}
-KNOWEDIT = ("rewrite_acc", "rephrase_acc", "locality")
 SIZES = (5, 10, 20)
 
 
@@ -67,31 +67,30 @@ def soft_files(model: str) -> list[Path]:
     return sorted((OUT / model / "soft-grid").glob("shard-*/pairs.jsonl"))
 
 
-def read_rows(files: Sequence[Path]) -> dict[tuple[str, int], dict[str, Any]]:
-    rows = {}
+def read_grid(files: Sequence[Path]) -> dict[str, dict[int, dict[str, float]]]:
+    """key -> layer -> metrics of several results files (`read_pairs`; a shard still appending: its torn
+    last line left out)."""
+    rows: dict[str, dict[int, dict[str, float]]] = {}
     for f in files:
-        text = f.read_text(encoding="utf-8")
-        for line in text[: text.rfind("\n") + 1].splitlines():  # a shard still appending: its torn last line left out
-            r = json.loads(line)
-            rows[(r["key"], int(r["layer"]))] = r
+        for key, by_layer in read_pairs(f).items():
+            rows.setdefault(key, {}).update(by_layer)
     return rows
 
 
-def agreement(study: Mapping[tuple[str, int], Mapping[str, Any]], soft: Mapping[tuple[str, int], Mapping[str, Any]],
-              keys: Sequence[str]) -> dict[str, Any]:
+def agreement(study: Mapping[str, Mapping[int, Mapping[str, float]]],
+              soft: Mapping[str, Mapping[int, Mapping[str, float]]], keys: Sequence[str]) -> dict[str, Any]:
     """How many knowedit values of the soft grid's pairs differ from the study's (same edit, same evaluation)."""
     n = differ = 0
     worst: list[Any] = []
-    for (k, layer), r in soft.items():
-        if k not in keys:
-            continue
-        old = study[(k, layer)]["metrics"]
-        for m in KNOWEDIT:
-            if m in old and old[m] is not None:
-                n += 1
-                if abs(float(r["metrics"][m]) - float(old[m])) > 1e-9:
-                    differ += 1
-                    worst.append([k, layer, m, old[m], r["metrics"][m]])
+    for k in keys:
+        for layer, got in soft.get(k, {}).items():
+            old = study[k][layer]
+            for m in SCORES["accuracies"]:
+                if m in old:
+                    n += 1
+                    if abs(float(got[m]) - float(old[m])) > 1e-9:
+                        differ += 1
+                        worst.append([k, layer, m, old[m], got[m]])
     return {"values": n, "differ": differ, "examples": worst[:10]}
 
 
@@ -152,7 +151,7 @@ def run(model: str, draws: int, seed: int) -> dict[str, Any]:
     outside = [k for k in keys if k not in truth.keys]
     if outside:
         raise SystemExit(f"soft grid facts not in the study's pool: {outside[:3]}")
-    agree = agreement(read_rows(pairs_files(study)), read_rows(files), keys)
+    agree = agreement(read_grid(pairs_files(study)), read_grid(files), keys)
     lga = lga_matrix(OUT / model / "lga-pool.json", pools["accuracies"])
     sizes = [s for s in SIZES if s <= len(keys)]
     rows = []
@@ -164,8 +163,7 @@ def run(model: str, draws: int, seed: int) -> dict[str, Any]:
     ref_edits = STUDY_PROXY_FACTS * len(truth.layers)
     for r in rows:
         r["edit_ratio"] = r["mean_edits"] / ref_edits
-    soft_rows = read_rows(files)
-    secs = [float(r["seconds"]) for r in soft_rows.values() if r["key"] in keys]
+    spe, _ = seconds_per_edit(files, keys)
     return {
         "model": model,
         "band": {"golden": band.golden, "band": band.band, "pool": truth.n},
@@ -182,7 +180,7 @@ def run(model: str, draws: int, seed: int) -> dict[str, Any]:
             "seed": seed,
             "sampling": "proxy sets drawn from the soft grid's facts; hits against the band of the study's whole pool",
             "reference_edits": ref_edits,
-            "seconds_per_edit": float(np.mean(secs)) if secs else None,
+            "seconds_per_edit": spe,
         },
         "provenance": {
             "commit": _commit(),

@@ -18,9 +18,9 @@ predictions) is absent, never zero.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from golden_fast.evaluate.scoring import SpanTable
+from golden_fast.evaluate.scoring import SpanTable, TargetScore
 
 if TYPE_CHECKING:  # annotations only: evaluation needs no loader code at import time
     from golden_fast.data import EditRequest
@@ -30,6 +30,7 @@ __all__ = [
     "METRICS",
     "compute",
     "prediction_key",
+    "pre_prediction",
     "predictions",
     "register",
     "register_locality",
@@ -84,6 +85,26 @@ def predictions(req: EditRequest, table: SpanTable) -> dict[str, dict[str, list[
     return out
 
 
+def pre_prediction(req: EditRequest, probe: Any, score: TargetScore, pre: Mapping[str, Mapping[str, Any]]
+                   ) -> Mapping[str, Any]:
+    """The pre-edit report's record of a locality probe (`predictions`), checked to belong to the same
+    tokenisation as `score`; an error names the request when it is missing or does not match."""
+    before = pre.get(prediction_key(probe.prompt, probe.answer))
+    if before is None:
+        raise ValueError(
+            f"{req.ref}: the pre-edit report has no predictions for locality prompt "
+            f"{probe.prompt!r}; "
+            "evaluate the unedited model on these requests first and pass that report as pre="
+        )
+    if list(before["target_ids"]) != list(score.target_ids):
+        raise ValueError(
+            f"{req.ref}: locality answer {probe.answer!r} tokenises differently from the "
+            "pre-edit report "
+            "(a report from another tokenizer?)"
+        )
+    return before
+
+
 def compute(
     req: EditRequest, table: SpanTable, pre: Mapping[str, Mapping[str, list[int]]] | None
 ) -> dict[str, tuple[float, int]]:
@@ -97,21 +118,8 @@ def compute(
     if req.locality and pre is not None:
         shares = []
         for probe in req.locality:
-            key = prediction_key(probe.prompt, probe.answer)
             score = table[(probe.prompt, probe.answer)]
-            before = pre.get(key)
-            if before is None:
-                raise ValueError(
-                    f"{req.ref}: the pre-edit report has no predictions for locality prompt "
-                    f"{probe.prompt!r}; "
-                    "evaluate the unedited model on these requests first and pass that report as pre="
-                )
-            if list(before["target_ids"]) != list(score.target_ids):
-                raise ValueError(
-                    f"{req.ref}: locality answer {probe.answer!r} tokenises differently from the "
-                    "pre-edit report "
-                    "(a report from another tokenizer?)"
-                )
+            before = pre_prediction(req, probe, score, pre)
             same = [a == b for a, b in zip(score.argmax, before["argmax"])]
             shares.append(sum(same) / len(same))
         out["locality"] = (sum(shares) / len(shares), len(shares))

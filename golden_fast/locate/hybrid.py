@@ -428,13 +428,12 @@ class EditScorer:
             )
             self.calls += 1
             self.pair_seconds += float(res.seconds.sum())
+            names = (self.metric,) if isinstance(self.metric, str) else tuple(self.metric)
             if self.metric == OVERALL:
                 vals = overall(res.M, res.metrics, res.refs)
-            elif isinstance(self.metric, str) and self.metric in res.metrics:
-                vals = res.M[:, :, res.metrics.index(self.metric)]
-            elif not isinstance(self.metric, str) and set(self.metric) <= set(res.metrics):
-                vals = np.full(res.M.shape[:2], np.nan)
-                got_rows, have = metric_matrix(res.M, res.metrics, tuple(self.metric))
+            elif set(names) <= set(res.metrics):
+                vals = np.full(res.M.shape[:2], np.nan)  # facts without the metric stay NaN: named below
+                got_rows, have = metric_matrix(res.M, res.metrics, names)
                 vals[have] = got_rows
             else:
                 raise ValueError(f"EditScorer: metric {self.metric!r} not measured; have {res.metrics} and 'overall'")

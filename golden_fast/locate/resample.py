@@ -53,6 +53,7 @@ __all__ = [
     "lga_only",
     "lga_per_fact",
     "proxy_brute",
+    "read_pairs",
     "resample_locators",
 ]
 
@@ -67,7 +68,7 @@ def _pairs_file(path: str | os.PathLike) -> Path:
     return p / "pairs.jsonl" if p.is_dir() else p
 
 
-def _read_pairs(path: str | os.PathLike) -> dict[str, dict[int, dict[str, float]]]:
+def read_pairs(path: str | os.PathLike) -> dict[str, dict[int, dict[str, float]]]:
     """key -> layer -> metrics (None values left out) of one brute-force results file."""
     p = _pairs_file(path)
     if not p.exists():
@@ -137,7 +138,7 @@ class Pool:
             raise ValueError("Pool.from_pairs: no file")
         rows: dict[str, dict[int, dict[str, float]]] = {}
         for p in paths:
-            for key, got in _read_pairs(p).items():
+            for key, got in read_pairs(p).items():
                 if key in rows and rows[key] != got:
                     raise ValueError(f"{_pairs_file(p)}: fact {key} is also in an earlier file, with other rows")
                 rows.setdefault(key, got)

@@ -31,20 +31,22 @@ def _row(key, layer, **metrics):
 
 
 def test_agreement_counts_the_values_that_differ(tmp_path):
-    study = {("a", 0): _row("a", 0, rewrite_acc=1.0, rephrase_acc=0.5, locality=None),
-             ("a", 1): _row("a", 1, rewrite_acc=0.0, rephrase_acc=1.0, locality=1.0)}
-    soft = {("a", 0): _row("a", 0, rewrite_acc=1.0, rephrase_acc=0.5, locality=0.0, rewrite_prob=0.9),
-            ("a", 1): _row("a", 1, rewrite_acc=0.0, rephrase_acc=0.5, locality=1.0, rewrite_prob=0.1),
-            ("b", 0): _row("b", 0, rewrite_acc=0.0)}  # not among the keys compared
+    # key -> layer -> metrics, as read from results files (absent values left out)
+    study = {"a": {0: {"rewrite_acc": 1.0, "rephrase_acc": 0.5},
+                   1: {"rewrite_acc": 0.0, "rephrase_acc": 1.0, "locality": 1.0}}}
+    soft = {"a": {0: {"rewrite_acc": 1.0, "rephrase_acc": 0.5, "locality": 0.0, "rewrite_prob": 0.9},
+                  1: {"rewrite_acc": 0.0, "rephrase_acc": 0.5, "locality": 1.0, "rewrite_prob": 0.1}},
+            "b": {0: {"rewrite_acc": 0.0}}}  # not among the keys compared
     got = tsr.agreement(study, soft, ["a"])
     # 5 values the study has (its absent locality at layer 0 is not compared), one differs
     assert got["values"] == 5 and got["differ"] == 1 and got["examples"] == [["a", 1, "rephrase_acc", 1.0, 0.5]]
 
 
-def test_read_rows_leaves_a_torn_last_line_out(tmp_path):
-    f = tmp_path / "pairs.jsonl"
+def test_read_grid_merges_shards_and_leaves_a_torn_last_line_out(tmp_path):
+    f, g = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     f.write_text(json.dumps(_row("a", 0, rewrite_acc=1.0)) + "\n" + '{"key": "a", "lay')
-    assert list(tsr.read_rows([f])) == [("a", 0)]
+    g.write_text(json.dumps(_row("a", 1, rewrite_acc=0.0)) + "\n")
+    assert tsr.read_grid([f, g]) == {"a": {0: {"rewrite_acc": 1.0}, 1: {"rewrite_acc": 0.0}}}
 
 
 def test_pool_of_named_metrics_and_the_table(tmp_path):
