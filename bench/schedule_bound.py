@@ -198,7 +198,8 @@ def markdown(res: dict[str, Any]) -> str:
             "|---|---:|" + "---:|" * (2 * len(sizes))]
     for r in res["frontier"]:
         out.append(f"| {r['facts']} | {r['edits']} | {_pct(r['lower'])} | {_pct(r['higher'])} |")
-    out += ["", f"| interaction removed | its variance | every layer, eta 4: {head} |", "|---|---:|" + "---:|" * len(sizes)]
+    out += ["", f"| interaction removed | its variance | every layer, eta 4: {head} |",
+            "|---|---:|" + "---:|" * len(sizes)]
     for r in res["diagnosis"]:
         var = res["interaction"].get(r["removed"])
         out.append(f"| {r['removed']} | {'' if var is None else f'{var:.4f}'} | {_pct(r['hit_rate'])} |")
