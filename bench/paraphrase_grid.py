@@ -1,0 +1,144 @@
+"""The gemma study's brute-force grid again, with each edit's rephrase also scored on more paraphrases of
+the fact, built from zsRE's own question templates, to test whether a trial edit scored on several
+paraphrases lets the hybrid separate the golden band (bench/schedule_bound.py: the rephrase's fact x
+layer interaction is what 2 trial edits a layer cannot average).
+
+zsRE gives one paraphrase a fact, but its questions come from per-relation templates. A record's
+question and its paraphrase, with the subject replaced by "{}", are two templates of one relation;
+records that share a template share the relation, so joining the templates that occur together
+(union-find) groups them by relation. A fact's extra paraphrases are the other templates of its group,
+filled with its subject (sorted, at most --extra of them); facts whose group holds no other template
+get none.
+
+The extra paraphrases ride in the requests' portability probes, answered by the new target, so suite
+knowedit's "portability" is the token accuracy on them and suite soft's "portability_prob" their
+probability (everything else as the study: same facts, editor, settings, layers, so rewrite, rephrase
+and locality repeat bench/soft_grid.py's). K processes (one per core) take pool facts I, I+K, ... into
+bench/results/locate/<model>/paraphrase-grid/shard-I-of-K/ (resumable, pair by pair).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/paraphrase_grid.py --shard 0/2
+    OMP_NUM_THREADS=1 .venv/bin/python bench/paraphrase_grid.py --shard 1/2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from _common import STUDIES  # noqa: E402
+from soft_grid import SUITES, parse_shard, pool_requests  # noqa: E402
+
+MODEL = "gemma3-270m"
+OUT = ROOT / "bench/results/locate" / MODEL / "paraphrase-grid"
+PROBE_NAME = "template_paraphrase"
+
+
+def _template(text: str, subject: str) -> str | None:
+    """text with its subject replaced by "{}", or None unless the subject occurs exactly once."""
+    return text.replace(subject, "{}") if subject and text.count(subject) == 1 else None
+
+
+def relation_groups(records: Sequence[Mapping[str, Any]]) -> dict[str, frozenset[str]]:
+    """template -> every template of its group (templates joined when one record holds both)."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for rec in records:
+        ts = [t for t in (_template(rec["src"], rec["subject"]), _template(rec["rephrase"], rec["subject"])) if t]
+        for t in ts:
+            find(t)
+        if len(ts) == 2:
+            parent[find(ts[0])] = find(ts[1])
+    groups: dict[str, set[str]] = {}
+    for t in parent:
+        groups.setdefault(find(t), set()).add(t)
+    return {t: frozenset(groups[find(t)]) for t in parent}
+
+
+def extra_paraphrases(record: Mapping[str, Any], groups: Mapping[str, frozenset[str]], limit: int) -> list[str]:
+    """The other templates of the record's group filled with its subject (sorted, at most `limit`)."""
+    subject = record["subject"]
+    own = {t for t in (_template(record["src"], subject), _template(record["rephrase"], subject)) if t}
+    if not own:
+        return []
+    others = sorted(groups[next(iter(own))] - own)
+    texts = [t.replace("{}", subject) for t in others]
+    seen = {record["src"], record["rephrase"]}
+    return [x for x in texts if not (x in seen or seen.add(x))][:limit]
+
+
+def with_paraphrases(reqs: Sequence[Any], records: Sequence[Mapping[str, Any]], limit: int) -> list[Any]:
+    """The requests with their extra paraphrases as portability probes answered by the new target."""
+    from golden_fast.data.request import Probe
+
+    groups = relation_groups(records)
+    out = []
+    for r in reqs:
+        if r.index is None or not 0 <= r.index < len(records) or records[r.index]["src"] != r.prompt:
+            raise SystemExit(f"{r.ref}: not record {r.index} of the zsRE file (its question differs)")
+        texts = extra_paraphrases(records[r.index], groups, limit)
+        probes = tuple(Probe(p, (r.target_new,), PROBE_NAME) for p in texts)
+        out.append(dataclasses.replace(r, portability=probes))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shard", default="0/1", help="I/K: facts I, I+K, ... of the pool")
+    ap.add_argument("--extra", type=int, default=4, help="extra paraphrases a fact, at most")
+    ap.add_argument("--facts", type=int, default=None, help="only the first so many pool facts")
+    ap.add_argument("--list", action="store_true", help="print each fact's extra paraphrases and stop")
+    args = ap.parse_args(argv)
+    index, count = parse_shard(args.shard)
+
+    from golden_fast.experiment import ExperimentConfig
+    from golden_fast.fileio import read_json, write_json
+
+    study = STUDIES[MODEL]
+    cfg = ExperimentConfig.from_dict(read_json(study / "config.json"))
+    records = json.loads(Path(cfg.data).read_text(encoding="utf-8"))
+    reqs = with_paraphrases(pool_requests(study)[: args.facts], records, args.extra)
+    if args.list:
+        for r in reqs:
+            print(f"{r.ref}: {r.prompt!r} | {r.rephrase_prompts[0]!r} | +{[p.prompt for p in r.portability]}")
+        print(f"{sum(bool(r.portability) for r in reqs)} of {len(reqs)} facts have extra paraphrases, "
+              f"{sum(len(r.portability) for r in reqs)} in all")
+        return
+
+    settings = {"extra": args.extra}
+    stored = read_json(OUT / "settings.json")
+    if stored is None:
+        write_json(OUT / "settings.json", settings)
+    elif stored["extra"] != args.extra:
+        raise SystemExit(f"{OUT} was built with --extra {stored['extra']}; give the same, or another folder")
+
+    import torch
+
+    from golden_fast.locate.brute_force import brute_force
+    from golden_fast.models import load_model
+
+    torch.set_num_threads(1)
+    mine = reqs[index::count]
+    model, tok = load_model(read_json(study / "config.json")["model"])
+    editor = {"method": cfg.brute_editor, "hparams": cfg.hparam_overrides() or None}
+    out = OUT / f"shard-{index}-of-{count}"
+    print(f"{MODEL}: {len(mine)} of {len(reqs)} pool facts x every layer -> {out}", flush=True)
+    brute_force(model, tok, mine, cfg.layers, editor, out=out, suites=SUITES, progress=True)
+
+
+if __name__ == "__main__":
+    main()
