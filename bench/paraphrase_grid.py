@@ -3,12 +3,10 @@ the fact, built from zsRE's own question templates, to test whether a trial edit
 paraphrases lets the hybrid separate the golden band (bench/schedule_bound.py: the rephrase's fact x
 layer interaction is what 2 trial edits a layer cannot average).
 
-zsRE gives one paraphrase a fact, but its questions come from per-relation templates. A record's
-question and its paraphrase, with the subject replaced by "{}", are two templates of one relation;
-records that share a template share the relation, so joining the templates that occur together
-(union-find) groups them by relation. A fact's extra paraphrases are the other templates of its group,
-filled with its subject (sorted, at most --extra of them); facts whose group holds no other template
-get none.
+zsRE gives one paraphrase a fact, but its questions come from per-relation templates: a fact's extra
+paraphrases are the other templates of its relation, filled with its subject (`golden_fast.data.
+paraphrases`, templates grouped over every valid record of the data file; at most --extra a fact);
+facts whose group holds no other template get none.
 
 The extra paraphrases ride in the requests' portability probes, answered by the new target, so suite
 knowedit's "portability" is the token accuracy on them and suite soft's "portability_prob" their
@@ -24,9 +22,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,59 +38,23 @@ OUT = ROOT / "bench/results/locate" / MODEL / "paraphrase-grid"
 PROBE_NAME = "template_paraphrase"
 
 
-def _template(text: str, subject: str) -> str | None:
-    """text with its subject replaced by "{}", or None unless the subject occurs exactly once."""
-    return text.replace(subject, "{}") if subject and text.count(subject) == 1 else None
-
-
-def relation_groups(records: Sequence[Mapping[str, Any]]) -> dict[str, frozenset[str]]:
-    """template -> every template of its group (templates joined when one record holds both)."""
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for rec in records:
-        ts = [t for t in (_template(rec["src"], rec["subject"]), _template(rec["rephrase"], rec["subject"])) if t]
-        for t in ts:
-            find(t)
-        if len(ts) == 2:
-            parent[find(ts[0])] = find(ts[1])
-    groups: dict[str, set[str]] = {}
-    for t in parent:
-        groups.setdefault(find(t), set()).add(t)
-    return {t: frozenset(groups[find(t)]) for t in parent}
-
-
-def extra_paraphrases(record: Mapping[str, Any], groups: Mapping[str, frozenset[str]], limit: int) -> list[str]:
-    """The other templates of the record's group filled with its subject (sorted, at most `limit`)."""
-    subject = record["subject"]
-    own = {t for t in (_template(record["src"], subject), _template(record["rephrase"], subject)) if t}
-    if not own:
-        return []
-    others = sorted(groups[next(iter(own))] - own)
-    texts = [t.replace("{}", subject) for t in others]
-    seen = {record["src"], record["rephrase"]}
-    return [x for x in texts if not (x in seen or seen.add(x))][:limit]
-
-
-def with_paraphrases(reqs: Sequence[Any], records: Sequence[Mapping[str, Any]], limit: int) -> list[Any]:
-    """The requests with their extra paraphrases as portability probes answered by the new target."""
+def with_paraphrases(reqs: Sequence[Any], source: Sequence[Any], limit: int) -> list[Any]:
+    """The requests with their template paraphrases (`golden_fast.data.paraphrases`, groups from `source`
+    and the requests) as portability probes answered by the new target."""
+    from golden_fast.data.paraphrases import relation_groups, template_paraphrases
     from golden_fast.data.request import Probe
 
-    groups = relation_groups(records)
-    out = []
-    for r in reqs:
-        if r.index is None or not 0 <= r.index < len(records) or records[r.index]["src"] != r.prompt:
-            raise SystemExit(f"{r.ref}: not record {r.index} of the zsRE file (its question differs)")
-        texts = extra_paraphrases(records[r.index], groups, limit)
-        probes = tuple(Probe(p, (r.target_new,), PROBE_NAME) for p in texts)
-        out.append(dataclasses.replace(r, portability=probes))
-    return out
+    groups = relation_groups([*source, *reqs])
+    return [dataclasses.replace(r, portability=tuple(Probe(p, (r.target_new,), PROBE_NAME)
+                                                     for p in template_paraphrases(r, groups, limit)))
+            for r in reqs]
+
+
+def source_requests(data: str) -> list[Any]:
+    """Every valid edit of the study's data file: the records whose templates are grouped."""
+    from golden_fast.data import validate
+
+    return validate(data)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -110,8 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     study = STUDIES[MODEL]
     cfg = ExperimentConfig.from_dict(read_json(study / "config.json"))
-    records = json.loads(Path(cfg.data).read_text(encoding="utf-8"))
-    reqs = with_paraphrases(pool_requests(study)[: args.facts], records, args.extra)
+    reqs = with_paraphrases(pool_requests(study)[: args.facts], source_requests(cfg.data), args.extra)
     if args.list:
         for r in reqs:
             print(f"{r.ref}: {r.prompt!r} | {r.rephrase_prompts[0]!r} | +{[p.prompt for p in r.portability]}")

@@ -9,8 +9,8 @@ at every layer:
   paraphrases     rewrite_acc, rephrase over all paraphrases, locality; the rephrase is the mean over the
                   fact's own paraphrase and its extra ones (knowedit's rephrase_acc of a request carrying
                   them all); a fact with no extra paraphrase keeps its one
-  paraphrases, probabilities   the same with rewrite_prob and the paraphrases' probabilities (suite
-                  soft), locality as measured
+  probabilities, one paraphrase   rewrite_prob, rephrase_prob (suite soft), locality: the control for
+  paraphrases, probabilities      the same with the rephrase's probability over all paraphrases
 
 Proxy sets of 5, 10 and 20 facts (200 draws, the same for every score); a hit is a choice inside the
 pool's band. Locators: the hybrid over every layer (a quarter kept a round, 2 trial edits a layer) with
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from _common import STUDIES  # noqa: E402
 from locator_resample import STUDY_PROXY_FACTS, _commit, pairs_files, seconds_per_edit  # noqa: E402
-from paraphrase_grid import MODEL, OUT, with_paraphrases  # noqa: E402
+from paraphrase_grid import MODEL, OUT, source_requests, with_paraphrases  # noqa: E402
 from schedule_bound import additive  # noqa: E402
 from soft_grid import pool_requests  # noqa: E402
 from trial_score_resample import agreement, read_grid  # noqa: E402
@@ -89,6 +88,7 @@ def scores(rows: Rows, keys: Sequence[str], layers: Sequence[int], n_extra: np.n
     return {
         "accuracies": (m("rewrite_acc") + m("rephrase_acc") + m("locality")) / 3,
         "paraphrases": (m("rewrite_acc") + reph + m("locality")) / 3,
+        "probabilities, one paraphrase": (m("rewrite_prob") + m("rephrase_prob") + m("locality")) / 3,
         "paraphrases, probabilities": (m("rewrite_prob") + reph_p + m("locality")) / 3,
         "_rephrase_one": m("rephrase_acc"),
         "_rephrase_all": reph,
@@ -116,9 +116,8 @@ def run(draws: int, seed: int) -> dict[str, Any]:
     from golden_fast.locate.brute_force import request_key
 
     cfg = ExperimentConfig.from_dict(read_json(study / "config.json"))
-    records = json.loads(Path(cfg.data).read_text(encoding="utf-8"))
     plain = pool_requests(study)
-    rich = with_paraphrases(plain, records, int(read_json(OUT / "settings.json")["extra"]))
+    rich = with_paraphrases(plain, source_requests(cfg.data), int(read_json(OUT / "settings.json")["extra"]))
     to_study = {request_key(r): request_key(p) for r, p in zip(rich, plain)}
     n_extra_of = {request_key(p): len(r.portability) for r, p in zip(rich, plain)}
     files = grid_files()
