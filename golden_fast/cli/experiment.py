@@ -90,6 +90,10 @@ _OPTIONS = {
     "--hybrid-shortlist": (shortlist_arg, "the hybrid's shortlist: LGA's C best layers (default 8) or 'all' (every "
                                        "candidate layer, no LGA)"),
     "--hybrid-eta": (int, "the hybrid keeps 1/K of the layers a round, the facts multiplied by K (default 2)"),
+    "--hybrid-trial-score": (str, "what the hybrid's trial edits are scored by: accuracies (default), probabilities "
+                                  "or mixed"),
+    "--hybrid-paraphrases": (int, "template paraphrases of its relation each proxy fact's rephrase is also scored "
+                                  "on (default 0)"),
     "--editors": (_words, "editors judged at each chosen layer (default r-rome,rome,emmet)"),
     "--group-size": (int, "ROME/R-ROME facts per batched v* pass (default 16)"),
     "--stats": (str, "C: preset (statistics cache) or identity (C = I)"),

@@ -171,13 +171,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what a trial edit is scored by: knowedit's accuracies (default), their probabilities (suite soft), "
              "or mixed (the new answer's probabilities, knowedit's locality)",
     )
+    g.add_argument(
+        "--paraphrases", type=int, default=0, metavar="K",
+        help="score each trial edit's rephrase on up to K more paraphrases of the fact too: the data file's other "
+             "question templates of its relation, filled with its subject (zsRE-style data; default 0)",
+    )
     g.add_argument("--no-early-stop", action="store_true", help="halve until one layer is left")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the early stop's bootstrap (default 0)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from golden_fast.data import load
+    from golden_fast.data import load, validate
     from golden_fast.locate import locate
     from golden_fast.models import load_model
 
@@ -241,6 +246,10 @@ def _run(args: argparse.Namespace) -> int:
             from golden_fast.locate.hybrid import TRIAL_SCORES
 
             suites, metric = TRIAL_SCORES[args.trial_score]
+            if args.paraphrases < 0:
+                raise CLIError("--paraphrases must be >= 0", code=2)
+            # the templates are grouped over every valid record of the file, not only the proxy window
+            source = validate(args.data, format=args.format)[0] if args.paraphrases else None
             scores = locate(
                 model,
                 tok,
@@ -261,6 +270,8 @@ def _run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 suites=suites,
                 metric=metric,
+                paraphrases=args.paraphrases,
+                paraphrase_source=source,
                 theta=args.theta,
                 variant=args.variant,
                 loss_span=args.loss_span,
@@ -302,6 +313,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  every candidate layer, no LGA: {scores.extra['shortlist']}")
         else:
             print(f"  shortlist (LGA, best first): {scores.extra['shortlist']}")
+        para = scores.extra.get("paraphrases") or {}
+        if para.get("added"):
+            print(f"  template paraphrases: {para['added']} added to the rephrase of {para['facts']} proxy fact(s)")
         print(rounds_table(scores.extra["rounds"]))
         budget = cost.get("budget_edits")
         print(

@@ -93,6 +93,11 @@ class ExperimentConfig:
         hybrid_shortlist, hybrid_eta: the hybrid locator's shortlist (LGA's c best layers, or "all":
             every candidate layer, LGA not used) and the fraction 1/eta of layers each round keeps
             (`HybridConfig`); changing them recomputes the hybrid only, its trial edits kept.
+        hybrid_trial_score, hybrid_paraphrases: what the hybrid's trial edits are scored by
+            (`hybrid.TRIAL_SCORES`: "accuracies", the default, "probabilities" or "mixed"; a score other
+            than the accuracies keeps its trial edits in a folder of its own) and how many template
+            paraphrases of its relation each proxy fact's rephrase is also scored on (default 0;
+            `HybridConfig.paraphrases`, templates grouped over every valid record of the data file).
         editors: editors judged at each chosen layer on the test facts: ROME / R-ROME edit each fact
             alone (evaluated, then reverted); MEMIT / EMMET edit all test facts as one batch at
             that single layer.
@@ -146,6 +151,8 @@ class ExperimentConfig:
     brute_editor: str = "r-rome"
     hybrid_shortlist: int | str = 8
     hybrid_eta: int = 2
+    hybrid_trial_score: str = "accuracies"
+    hybrid_paraphrases: int = 0
     editors: tuple[str, ...] = ("r-rome", "rome", "emmet")
     group_size: int = 16
     stats: str = "preset"
@@ -217,9 +224,14 @@ class ExperimentConfig:
                 raise ValueError(f"{name}: {bad or list(v)} not allowed (distinct values of {', '.join(allowed)})")
         if not self.thetas or not self.suites:
             raise ValueError("thetas and suites need at least one value each")
-        from golden_fast.locate.hybrid import HybridConfig
+        from golden_fast.locate.hybrid import TRIAL_SCORES, HybridConfig
 
-        HybridConfig(shortlist=self.hybrid_shortlist, eta=self.hybrid_eta)  # raises on a bad value
+        # raises on a bad value
+        HybridConfig(shortlist=self.hybrid_shortlist, eta=self.hybrid_eta, paraphrases=self.hybrid_paraphrases)
+        if self.hybrid_trial_score not in TRIAL_SCORES:
+            raise ValueError(
+                f"hybrid_trial_score must be one of {sorted(TRIAL_SCORES)}, got {self.hybrid_trial_score!r}"
+            )
         if self.brute_editor not in editors:
             raise ValueError(f"brute_editor must be one of {editors}, got {self.brute_editor!r}")
         if self.lga_old_answer not in ("data", "greedy", "auto"):

@@ -39,7 +39,9 @@ from golden_fast.locate.hybrid import (
     HybridConfig,
     hybrid_scores,
     lga_shortlist,
+    paraphrase_count,
     successive_halving,
+    trial_requests,
 )
 from golden_fast.locate.lga import VARIANTS, LGAConfig, lga
 
@@ -187,11 +189,15 @@ def run_hybrid(
     config: HybridConfig | None = None,
     progress: bool = True,
     layers: Sequence[int] | None = None,
+    suites: Sequence[str] = ("knowedit",),
+    paraphrase_source: Sequence[Any] | None = None,
 ) -> LayerScores:
     """The hybrid locator on a finished LGA run: the shortlist of its paper variant (signed, Tukey k=1),
     or, with `config.shortlist` "all" (`lga_scores` None), every one of `layers`; then successive
-    halving with trial edits of the proxy facts by `editor` (pairs kept in `pairs`, so an
-    interrupted run resumes pair by pair). Skipped when `scores_path` holds a result of the same settings
+    halving with trial edits of the proxy facts by `editor`, evaluated by `suites` and scored by
+    `config.metric`, with `config.paraphrases` template paraphrases (grouped over
+    `paraphrase_source`) added to each fact's rephrase (pairs kept in `pairs`, so an interrupted
+    run resumes pair by pair). Skipped when `scores_path` holds a result of the same settings
     made from the same LGA scores.
 
     The result has the layout of `golden_fast.locate.hybrid.hybrid` (LGA is not run again here); its
@@ -212,19 +218,21 @@ def run_hybrid(
     budget = config.budget(len(candidates))
     config = config.resolved(len(short), len(candidates), len(proxy))
     settings = {"hybrid": dataclasses.asdict(config) | {"budget_edits": budget},
-                "lga": None if ls is None else ls.settings, "editor": _plain(editor)}
+                "lga": None if ls is None else ls.settings, "editor": _plain(editor), "suites": list(suites)}
     path = Path(scores_path)
     s = _scores(path)
     if (s is not None and _same(s.settings, settings) and s.extra.get("shortlist") == short
             and (s.extra.get("lga") or {}).get("scores") == (None if ls is None else ls.scores)):
         return s
-    scorer = EditScorer(model, tok, proxy, editor, out=pairs, metric=config.metric, progress=progress)
+    trial = trial_requests(proxy, config.paraphrases, paraphrase_source)
+    scorer = EditScorer(model, tok, trial, editor, out=pairs, suites=suites, metric=config.metric, progress=progress)
     hv = successive_halving(scorer, short, len(proxy), n0=config.n0, confidence=config.confidence,
                             n_boot=config.n_boot, seed=config.seed, early_stop=config.early_stop,
                             min_stop_facts=config.min_stop_facts, eta=config.eta, budget=budget)
     lga_seconds = 0.0 if ls is None else ls.wall_time
     s = hybrid_scores(ls, hv, config, settings, n_requests=len(proxy), lga_seconds=lga_seconds,
-                      wall_time=lga_seconds + scorer.pair_seconds, pair_seconds=scorer.pair_seconds)
+                      wall_time=lga_seconds + scorer.pair_seconds, pair_seconds=scorer.pair_seconds,
+                      paraphrases=paraphrase_count(proxy, trial))
     _save(s, path)
     cost = s.extra["cost"]
     where = "every layer" if ls is None else f"shortlist {short}"

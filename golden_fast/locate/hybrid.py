@@ -464,6 +464,11 @@ class HybridConfig:
         eta: each round keeps ceil(1/eta) of the layers and multiplies the facts by eta (default 2).
         metric: the trial edits' score: "overall" (default: the mean of the metrics the suites report),
             a metric's name, or a tuple of names (the mean of those present for the fact).
+        paraphrases: up to this many template paraphrases (`golden_fast.data.paraphrases`: the data
+            set's other question templates of the fact's relation) appended to each proxy fact's
+            rephrase prompts for its trial edits, so that a trial edit's rephrase is scored on several
+            paraphrases (default 0: none); the templates are grouped over the proxy facts and the run's
+            `paraphrase_source` (the whole data set).
         confidence: of the early stop's paired bootstrap intervals (default 0.95).
         n_boot, seed: that bootstrap's resamples and seed.
         early_stop: stop as soon as the leader is ahead of every other layer (default on).
@@ -477,6 +482,7 @@ class HybridConfig:
     budget_per_layer: float = 2.0
     eta: int = 2
     metric: str | tuple[str, ...] = "overall"
+    paraphrases: int = 0
     confidence: float = 0.95
     n_boot: int = 2000
     seed: int = 0
@@ -494,6 +500,8 @@ class HybridConfig:
                 raise ValueError(f"HybridConfig.{name} must be {what}, got {v!r}")
         if isinstance(self.eta, bool) or not isinstance(self.eta, int) or self.eta < 2:
             raise ValueError(f"HybridConfig.eta must be an int >= 2, got {self.eta!r}")
+        if isinstance(self.paraphrases, bool) or not isinstance(self.paraphrases, int) or self.paraphrases < 0:
+            raise ValueError(f"HybridConfig.paraphrases must be an int >= 0, got {self.paraphrases!r}")
         if not self.budget_per_layer > 0:
             raise ValueError(f"HybridConfig.budget_per_layer must be > 0, got {self.budget_per_layer!r}")
         if not isinstance(self.metric, str):
@@ -518,11 +526,12 @@ class HybridConfig:
         return budget_edits(self.n0, n_layers, self.budget_per_layer)
 
 
-_RUN_OPTIONS = ("out", "suites", "progress")
+_RUN_OPTIONS = ("out", "suites", "progress", "paraphrase_source")
 
 
 def split_options(options: Mapping[str, Any]) -> tuple[HybridConfig, Any, dict[str, Any]]:
-    """(HybridConfig, LGAConfig, the rest: out / suites / progress) from `locate`'s keyword options;
+    """(HybridConfig, LGAConfig, the rest: out / suites / progress / paraphrase_source) from `locate`'s
+    keyword options;
     `top_k` is the hybrid's, every other LGAConfig field LGA's."""
     from golden_fast.locate.lga import LGAConfig
 
@@ -551,15 +560,20 @@ def hybrid(
     out: Any = None,
     suites: Sequence[str] = ("knowedit",),
     progress: bool = False,
+    paraphrase_source: Sequence[Any] | None = None,
 ):
     """LGA's shortlist, then successive halving with trial edits on the proxy facts; `LayerScores`.
+
+    With `config.paraphrases` > 0 the trial edits score each proxy fact's rephrase on its template
+    paraphrases too (grouped over the proxy facts and `paraphrase_source`); LGA reads the facts as given.
 
     The result: `layers` = the shortlist (ascending), `scores` = each one's mean trial-edit metric
     over the facts it edited, `variants` also LGA's score of each, `chosen` / `top_k` from the
     halving's ranking (not the argmax of `scores`: the means are over different fact counts),
     `fences` LGA's; `wall_time` = LGA + halving; `extra`: "cost" {"edits", "seconds",
     "lga_seconds", "halving_seconds", "full_schedule_edits", "pair_seconds"}, "rounds", "shortlist",
-    "stopped_early", "pairs" [[fact, layer, value]...], "lga" (its per-layer scores and choice).
+    "stopped_early", "pairs" [[fact, layer, value]...], "lga" (its per-layer scores and choice),
+    "paraphrases" (template paraphrases added: in all, and the facts that got any).
     `reselect` does not apply (it would take the argmax of `scores`).
     """
     from golden_fast.locate.brute_force import _editor_spec
@@ -584,7 +598,8 @@ def hybrid(
     lga_seconds = time.perf_counter() - t0
     budget = config.budget(len(candidates))
     config = config.resolved(len(short), len(candidates), len(requests))
-    scorer = EditScorer(model, tok, requests, editor, out=out, suites=suites, metric=config.metric, progress=progress)
+    trial = trial_requests(requests, config.paraphrases, paraphrase_source)
+    scorer = EditScorer(model, tok, trial, editor, out=out, suites=suites, metric=config.metric, progress=progress)
     hv = successive_halving(
         scorer,
         short,
@@ -606,7 +621,25 @@ def hybrid(
         "suites": list(suites),
     }
     return hybrid_scores(ls, hv, config, settings, n_requests=len(requests), lga_seconds=lga_seconds,
-                         wall_time=lga_seconds + hv.seconds, pair_seconds=scorer.pair_seconds)
+                         wall_time=lga_seconds + hv.seconds, pair_seconds=scorer.pair_seconds,
+                         paraphrases=paraphrase_count(requests, trial))
+
+
+def trial_requests(requests: Sequence[Any], paraphrases: int, source: Sequence[Any] | None = None) -> list[Any]:
+    """The requests the trial edits edit: the proxy facts, with up to `paraphrases` template paraphrases
+    each appended to their rephrase prompts (grouped over the facts and `source`)."""
+    if not paraphrases:
+        return list(requests)
+    from golden_fast.data.paraphrases import with_template_paraphrases
+
+    return with_template_paraphrases(requests, paraphrases, source=source)
+
+
+def paraphrase_count(requests: Sequence[Any], trial: Sequence[Any]) -> dict[str, int]:
+    """{"added": template paraphrases in all, "facts": proxy facts that got any}."""
+    # a fact that got none is the same object in both lists
+    added = [0 if t is r else len(t.rephrase_prompts) - len(r.rephrase_prompts) for t, r in zip(trial, requests)]
+    return {"added": sum(added), "facts": sum(a > 0 for a in added)}
 
 
 def hybrid_scores(
@@ -619,6 +652,7 @@ def hybrid_scores(
     lga_seconds: float,
     wall_time: float,
     pair_seconds: float,
+    paraphrases: Mapping[str, int] | None = None,
 ):
     """The hybrid's `LayerScores` from LGA's scores `ls` (None: shortlist "all", no LGA) and the
     halving `hv` (the layout `hybrid` documents); `wall_time` is LGA's seconds plus the trial edits'
@@ -676,6 +710,7 @@ def hybrid_scores(
                 "wall_time": ls.wall_time,
             },
             "requests": None if ls is None else ls.extra.get("requests"),
+            "paraphrases": dict(paraphrases or {"added": 0, "facts": 0}),
         },
     )
 
@@ -713,4 +748,5 @@ def hybrid_from_options(
         out=rest.get("out"),
         suites=rest.get("suites", ("knowedit",)),
         progress=rest.get("progress", False),
+        paraphrase_source=rest.get("paraphrase_source"),
     )

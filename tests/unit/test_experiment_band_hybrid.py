@@ -266,6 +266,33 @@ def test_quick_study_hybrid_over_every_layer_without_lga(env, monkeypatch):
     p = argparse.ArgumentParser()
     cli_experiment.register(p.add_subparsers())
     args = p.parse_args(["experiment", "--model", "tiny-llama", "--data", "builtin", "--quick",
-                         "--hybrid-shortlist", "all", "--hybrid-eta", "4"])
+                         "--hybrid-shortlist", "all", "--hybrid-eta", "4", "--hybrid-trial-score", "mixed",
+                         "--hybrid-paraphrases", "3"])
     c = cli_experiment.config_from(args)
     assert c.hybrid_shortlist == "all" and c.hybrid_eta == 4
+    assert c.hybrid_trial_score == "mixed" and c.hybrid_paraphrases == 3
+
+
+def test_quick_study_hybrid_trial_score_and_paraphrases(env):
+    """hybrid_trial_score / hybrid_paraphrases: the trial edits are evaluated by the score's suites in a
+    folder of their own, each proxy fact's rephrase also on its template paraphrases (grouped over
+    every valid record of the file)."""
+    from golden_fast.data import validate
+    from golden_fast.locate.hybrid import paraphrase_count, trial_requests
+
+    model, tok = load_model("tiny-llama")
+    out = env / "quick-mixed"
+    config = quick_config(model="tiny-llama", data="builtin", out=str(out), parts=("hybrid",), hybrid_shortlist="all",
+                          hybrid_eta=4, hybrid_trial_score="mixed", hybrid_paraphrases=2, progress=False)
+    run_experiment(config, model=model, tok=tok)
+    hy = LayerScores.from_json(out / "locate" / "hybrid.json")
+    assert hy.settings["hybrid"]["metric"] == ["rewrite_prob", "rephrase_prob", "locality"]
+    assert hy.settings["hybrid"]["paraphrases"] == 2 and hy.settings["suites"] == ["knowedit", "soft"]
+    meta = json.loads((out / "locate" / "hybrid-pairs-mixed" / "meta.json").read_text())
+    assert meta["suites"] == ["knowedit", "soft"] and not (out / "locate" / "hybrid-pairs").exists()
+    proxy = load_facts(config).proxy
+    assert hy.extra["paraphrases"] == paraphrase_count(proxy, trial_requests(proxy, 2, validate("builtin")[0]))
+    with pytest.raises(ValueError, match="hybrid_trial_score"):
+        quick_config(hybrid_trial_score="best")
+    with pytest.raises(ValueError, match="paraphrases"):
+        quick_config(hybrid_paraphrases=-2)

@@ -438,3 +438,62 @@ def test_cli_hybrid_budget_per_layer(home, capsys):
     assert last["edits"] == n_layers
     with pytest.raises(SystemExit):
         main(args[:13] + ["0"] + args[14:])
+
+
+# zsRE-style records: one relation asked through four templates, two of them per record
+ZSRE = [
+    {"subject": s, "src": q.format(s), "rephrase": r.format(s), "answers": [a], "alt": b,
+     "loc": "nq question: who wrote hamlet", "loc_ans": "William Shakespeare"}
+    for s, q, r, a, b in [
+        ("Alpha", "Which team does {} play for?", "On what team is {}?", "Reds", "Blues"),
+        ("Beta", "On what team is {}?", "{} plays for which team?", "Greens", "Reds"),
+        ("Delta", "Which team does {} play for?", "Which team is {} playing for?", "Blues", "Greens"),
+    ]
+]
+
+
+def test_locate_hybrid_scores_trial_edits_on_template_paraphrases(home):
+    """paraphrases=K: each trial edit is the edit of the fact with its template paraphrases appended to
+    its rephrase prompts (so its rephrase is their mean); LGA and the count of facts are unchanged."""
+    from golden_fast.data import from_records
+    from golden_fast.data.paraphrases import with_template_paraphrases
+    from golden_fast.locate import locate
+    from golden_fast.locate.brute_force import brute_force
+    from golden_fast.models import load_model
+
+    model, tok = load_model("tiny-llama")
+    reqs = from_records(ZSRE, "zsre")
+    editor = {"method": "r-rome", "hparams": HP}
+    s = locate(model, tok, reqs[:2], "hybrid", [0, 1], editor=editor, shortlist="all", paraphrases=2,
+               paraphrase_source=reqs, out=home / "para", progress=False)
+    rich = with_template_paraphrases(reqs[:2], 2, source=reqs)
+    added = [len(r.rephrase_prompts) - 1 for r in rich]
+    assert added == [2, 2] and s.extra["paraphrases"] == {"added": 4, "facts": 2}
+    assert s.settings["hybrid"]["paraphrases"] == 2 and s.n_requests == 2
+    res = brute_force(model, tok, rich, [0, 1], editor, out=home / "para", progress=False)  # read back, not edited
+    for i, layer, value in s.extra["pairs"]:
+        assert value == pytest.approx(float(np.nanmean(res.M[i, res.layers.index(layer)])), abs=1e-12)
+    plain = locate(model, tok, reqs[:2], "hybrid", [0, 1], editor=editor, shortlist="all", out=home / "para",
+                   progress=False)
+    assert plain.extra["paraphrases"] == {"added": 0, "facts": 0}
+    # the plain facts are other requests: their pairs were edited anew, next to the enriched ones
+    rows = (home / "para" / "pairs.jsonl").read_text().splitlines()
+    assert len(rows) == len(s.extra["pairs"]) + len(plain.extra["pairs"])
+    with pytest.raises(ValueError, match="paraphrases must be an int >= 0"):
+        HybridConfig(paraphrases=-1)
+
+
+def test_cli_hybrid_paraphrases(home, capsys):
+    from golden_fast.cli import main
+
+    data = home / "zsre.json"
+    data.write_text(json.dumps(ZSRE))
+    hp = home / "hp.yaml"
+    hp.write_text("mom2_adjustment: false\nv_num_grad_steps: 2\ncontext_template_length_params: [[3, 2]]\n")
+    args = ["locate", "--model", "tiny-llama", "--data", str(data), "--method", "hybrid", "--n", "1", "--shortlist",
+            "all", "--layers", "0,1", "--hparams", str(hp), "--no-progress", "--paraphrases", "3"]
+    assert main(args) == 0
+    # the one proxy fact (Alpha) gets the two templates of its relation that only the other records hold
+    assert "template paraphrases: 2 added to the rephrase of 1 proxy fact(s)" in capsys.readouterr().out
+    assert main(args[:-1] + ["-1"]) == 2
+    assert "--paraphrases must be >= 0" in capsys.readouterr().err
