@@ -159,7 +159,7 @@ def _part_hybrid(ctx: Context) -> str:
     config = HybridConfig(shortlist=c.hybrid_shortlist, eta=c.hybrid_eta, n_boot=c.n_boot, metric=metric,
                           paraphrases=c.hybrid_paraphrases)
     # the templates of the relations come from every valid record of the file, not only the proxy facts
-    source = validate(c.data, format=c.format)[0] if c.hybrid_paraphrases else None
+    templates_from = validate(c.data, format=c.format)[0] if c.hybrid_paraphrases else None
     # trial edits evaluated by other suites cannot share a results folder with the accuracies'
     pairs = "hybrid-pairs" if c.hybrid_trial_score == "accuracies" else f"hybrid-pairs-{c.hybrid_trial_score}"
     # the shortlist comes from LGA's down-projection run: the lga part's result, reused when it was
@@ -169,7 +169,7 @@ def _part_hybrid(ctx: Context) -> str:
         c.lga_old_answer, progress=c.progress)["down"]
     s = run_hybrid(ctx.model, ctx.tok, ctx.facts.proxy, lga_down, ctx.editor_spec(), ctx.locate_dir / pairs,
                    ctx.locate_dir / "hybrid.json", config, progress=c.progress, layers=ctx.layers, suites=suites,
-                   paraphrase_source=source)
+                   paraphrase_source=templates_from)
     cost = s.extra["cost"]
     source = "every candidate layer" if lga_down is None else f"LGA's shortlist {s.extra['shortlist']}"
     return (f"layer {s.chosen} from {source}; {cost['edits']} trial edit(s) in "
