@@ -46,3 +46,33 @@ def test_rekey_names_an_unknown_fact():
     assert pr.rekey(rows, {"g1": "s1"}) == {"s1": rows["g1"]}
     with pytest.raises(SystemExit, match="g1"):
         pr.rekey(rows, {})
+
+
+def test_portability_probes_and_rephrase_prompts_give_the_same_mean():
+    """The grid scores the extra paraphrases as portability probes; the hybrid appends them to the rephrase
+    prompts. Both routes give the same rephrase over all paraphrases (`all_paraphrases`), in accuracy
+    and in probability, on a real evaluation (tiny model)."""
+    import dataclasses
+
+    from golden_fast.evaluate import evaluate
+    from golden_fast.models import load_model
+
+    model, tok = load_model("tiny-llama")
+    base = EditRequest(prompt="Which team does Alpha play for?", subject="Alpha", target_new="Zeta FC",
+                       rephrase_prompts=("On what team is Alpha?",), index=0)
+    grid = pg.with_paraphrases([base], SOURCE + [
+        EditRequest(prompt="Which team is Gamma playing for?", subject="Gamma", target_new="y",
+                    rephrase_prompts=("On what team is Gamma?",))], limit=4)[0]
+    extra = [p.prompt for p in grid.portability]
+    assert len(extra) == 2
+    rich = dataclasses.replace(base, rephrase_prompts=base.rephrase_prompts + tuple(extra))
+    suites = ("knowedit", "soft")
+
+    def values(req):
+        return {r.metric: r.value for r in evaluate(model, tok, [req], suites=suites).rows}
+
+    g, h = values(grid), values(rich)
+    for one, other, name in (("rephrase_acc", "portability", "rephrase_acc"),
+                             ("rephrase_prob", "portability_prob", "rephrase_prob")):
+        want = pr.all_paraphrases(np.array([[g[one]]]), np.array([[g[other]]]), np.array([len(extra)]))[0, 0]
+        assert h[name] == pytest.approx(want, abs=1e-9)
