@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--shard", default="0/1", help="I/K: facts I, I+K, ... of the pool")
     ap.add_argument("--extra", type=int, default=4, help="extra paraphrases a fact, at most")
     ap.add_argument("--facts", type=int, default=None, help="only the first so many pool facts")
+    ap.add_argument("--reverse", action="store_true",
+                    help="the shard's facts last first, into the same folder: a freed core finishing a shard from its "
+                         "end (pairs already in the folder are skipped when it starts)")
     ap.add_argument("--list", action="store_true", help="print each fact's extra paraphrases and stop")
     args = ap.parse_args(argv)
     index, count = parse_shard(args.shard)
@@ -92,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from golden_fast.models import load_model
 
     torch.set_num_threads(1)
-    mine = reqs[index::count]
+    mine = reqs[index::count][:: -1 if args.reverse else 1]
     model, tok = load_model(read_json(study / "config.json")["model"])
     editor = {"method": cfg.brute_editor, "hparams": cfg.hparam_overrides() or None}
     out = OUT / f"shard-{index}-of-{count}"
