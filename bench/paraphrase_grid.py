@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     torch.set_num_threads(1)
     mine = reqs[index::count][:: -1 if args.reverse else 1]
-    model, tok = load_model(read_json(study / "config.json")["model"])
+    model, tok = load_model(cfg.model)
     editor = {"method": cfg.brute_editor, "hparams": cfg.hparam_overrides() or None}
     out = OUT / f"shard-{index}-of-{count}"
     print(f"{MODEL}: {len(mine)} of {len(reqs)} pool facts x every layer -> {out}", flush=True)

@@ -39,9 +39,8 @@ sys.path.insert(0, str(ROOT))
 from _common import STUDIES  # noqa: E402
 from locator_resample import STUDY_PROXY_FACTS, _commit, pairs_files, seconds_per_edit  # noqa: E402
 from paraphrase_grid import MODEL, OUT, source_requests, with_paraphrases  # noqa: E402
-from schedule_bound import additive  # noqa: E402
 from soft_grid import pool_requests  # noqa: E402
-from trial_score_resample import agreement, read_grid  # noqa: E402
+from trial_score_resample import agreement, interaction, read_grid  # noqa: E402
 
 from golden_fast.fileio import read_json, write_json  # noqa: E402
 from golden_fast.locate.resample import Pool, hybrid_lookup, lga_matrix, proxy_brute, resample_locators  # noqa: E402
@@ -64,8 +63,11 @@ def rekey(grid: Rows, keys: Mapping[str, str]) -> Rows:
     return {keys[k]: v for k, v in grid.items()}
 
 
-def matrix(rows: Rows, keys: Sequence[str], layers: Sequence[int], metric: str) -> np.ndarray:
-    return np.array([[rows[k][layer][metric] for layer in layers] for k in keys], dtype=np.float64)
+def matrix(rows: Rows, keys: Sequence[str], layers: Sequence[int], metric: str, optional: bool = False) -> np.ndarray:
+    """values[fact, layer] of one metric; `optional`: NaN where a row lacks it (the portability metrics, present
+    only for facts with extra paraphrases), else a missing value is an error."""
+    return np.array([[rows[k][layer].get(metric, np.nan) if optional else rows[k][layer][metric] for layer in layers]
+                     for k in keys], dtype=np.float64)
 
 
 def all_paraphrases(single: np.ndarray, extra: np.ndarray | None, n_extra: np.ndarray) -> np.ndarray:
@@ -77,20 +79,16 @@ def all_paraphrases(single: np.ndarray, extra: np.ndarray | None, n_extra: np.nd
 
 
 def scores(rows: Rows, keys: Sequence[str], layers: Sequence[int], n_extra: np.ndarray) -> dict[str, np.ndarray]:
-    def m(name: str) -> np.ndarray:
-        return matrix(rows, keys, layers, name)
-
-    def opt(name: str) -> np.ndarray | None:  # present only for facts with extra paraphrases
-        return np.array([[rows[k][layer].get(name, np.nan) for layer in layers] for k in keys])
-
-    reph = all_paraphrases(m("rephrase_acc"), opt("portability"), n_extra)
-    reph_p = all_paraphrases(m("rephrase_prob"), opt("portability_prob"), n_extra)
+    m = {name: matrix(rows, keys, layers, name)
+         for name in ("rewrite_acc", "rephrase_acc", "locality", "rewrite_prob", "rephrase_prob")}
+    reph = all_paraphrases(m["rephrase_acc"], matrix(rows, keys, layers, "portability", True), n_extra)
+    reph_p = all_paraphrases(m["rephrase_prob"], matrix(rows, keys, layers, "portability_prob", True), n_extra)
     return {
-        "accuracies": (m("rewrite_acc") + m("rephrase_acc") + m("locality")) / 3,
-        "paraphrases": (m("rewrite_acc") + reph + m("locality")) / 3,
-        "probabilities, one paraphrase": (m("rewrite_prob") + m("rephrase_prob") + m("locality")) / 3,
-        "paraphrases, probabilities": (m("rewrite_prob") + reph_p + m("locality")) / 3,
-        "_rephrase_one": m("rephrase_acc"),
+        "accuracies": (m["rewrite_acc"] + m["rephrase_acc"] + m["locality"]) / 3,
+        "paraphrases": (m["rewrite_acc"] + reph + m["locality"]) / 3,
+        "probabilities, one paraphrase": (m["rewrite_prob"] + m["rephrase_prob"] + m["locality"]) / 3,
+        "paraphrases, probabilities": (m["rewrite_prob"] + reph_p + m["locality"]) / 3,
+        "_rephrase_one": m["rephrase_acc"],
         "_rephrase_all": reph,
     }
 
@@ -102,10 +100,6 @@ def locators(lga: np.ndarray, layers: Sequence[int]) -> dict[str, Any]:
         "hybrid (LGA shortlist)": hybrid_lookup(lga=lga),
         "brute force on 2 facts": proxy_brute(first=2),
     }
-
-
-def interaction_var(x: np.ndarray) -> float:
-    return float((x - additive(x)).var())
 
 
 def run(draws: int, seed: int) -> dict[str, Any]:
@@ -152,8 +146,8 @@ def run(draws: int, seed: int) -> dict[str, Any]:
         "facts_with_extra": int(has.sum()),
         "extra_paraphrases": int(n_extra.sum()),
         "agreement": agree,
-        "rephrase_interaction": {"one paraphrase": interaction_var(mats["_rephrase_one"][has]),
-                                 "all paraphrases": interaction_var(mats["_rephrase_all"][has]),
+        "rephrase_interaction": {"one paraphrase": float(interaction(mats["_rephrase_one"][has]).var()),
+                                 "all paraphrases": float(interaction(mats["_rephrase_all"][has]).var()),
                                  "facts": int(has.sum())},
         "layer_means": {name: v.mean(0).tolist() for name, v in mats.items() if not name.startswith("_")},
         "rows": rows,

@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from _common import STUDIES  # noqa: E402
 from locator_resample import _commit, pairs_files  # noqa: E402
+from trial_score_resample import interaction  # noqa: E402
 
 from golden_fast.fileio import read_json, write_json  # noqa: E402
 from golden_fast.locate.resample import Pool, hybrid_lookup, resample_locators  # noqa: E402
@@ -115,7 +116,7 @@ def brute_rates(values: np.ndarray, band: set[int], sets: dict[int, list[np.ndar
 def additive(values: np.ndarray) -> np.ndarray:
     """values' additive fit: fact mean + layer mean - grand mean (the fact x layer interaction removed;
     every layer's mean kept)."""
-    return values.mean(1, keepdims=True) + values.mean(0, keepdims=True) - values.mean()
+    return values - interaction(values)
 
 
 def without_interaction(parts: dict[str, np.ndarray], metric: str) -> np.ndarray:
@@ -156,8 +157,7 @@ def run(model: str, draws: int, seed: int, top: int) -> dict[str, Any]:
     for name, v in [("none (the pool as measured)", pool.values)] + [
             (m, without_interaction(values, m)) for m in METRICS]:
         rep = resample_locators(Pool(v, pool.layers, pool.keys), loc, gb, sizes=sizes, draws=draws, seed=seed + 1)
-        inter = v - additive(v)
-        diagnosis.append({"removed": name, "interaction_variance": float(inter.var()),
+        diagnosis.append({"removed": name, "interaction_variance": float(interaction(v).var()),
                           "hit_rate": {r["size"]: r["hit_rate"] for r in rep.rows},
                           "mean_edits": float(np.mean([r["mean_edits"] for r in rep.rows]))})
 
@@ -168,7 +168,7 @@ def run(model: str, draws: int, seed: int, top: int) -> dict[str, Any]:
         "schedules_searched": len(found),
         "best": best,
         "frontier": frontier,
-        "interaction": {m: float((values[m] - additive(values[m])).var()) for m in METRICS},
+        "interaction": {m: float(interaction(values[m]).var()) for m in METRICS},
         "diagnosis": diagnosis,
         "settings": {"draws": draws, "rank_seed": seed, "report_seed": seed + 1, "sizes": sizes, "top": top},
         "provenance": {"commit": _commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

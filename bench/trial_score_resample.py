@@ -111,17 +111,18 @@ def separation(pool: Pool, golden: int, band: Sequence[int]) -> dict[str, Any]:
             "smallest": float(np.min(vals)) if vals else None}
 
 
+def interaction(x: np.ndarray) -> np.ndarray:
+    """The fact x layer interaction of x[fact, layer]: x less its fact and layer means (plus the grand mean)."""
+    return x - x.mean(0, keepdims=True) - x.mean(1, keepdims=True) + x.mean()
+
+
 def interaction_noise(truth: Pool, rerun: Pool) -> dict[str, float]:
     """The fact x layer interaction of the accuracies (each matrix less its fact and layer means), and the
     part of it a re-run of the same edits does not repeat: var(study - rerun) / 2 is the re-run noise, the
     rest is stable (which facts favour which layers), and no trial score of the same edits can remove it."""
     sub = truth.subset(rerun.keys).values
-
-    def inter(x: np.ndarray) -> np.ndarray:
-        return x - x.mean(0, keepdims=True) - x.mean(1, keepdims=True) + x.mean()
-
-    total = float(inter(sub).var())
-    noise = float((inter(sub) - inter(rerun.values)).var() / 2)
+    total = float(interaction(sub).var())
+    noise = float((interaction(sub) - interaction(rerun.values)).var() / 2)
     return {"interaction_var": total, "rerun_noise_var": noise, "stable_share": 1 - noise / total if total else None}
 
 
